@@ -1,0 +1,25 @@
+# The quick start: `make demo` runs the example project against the local
+# emulator; `make test` runs the test suite. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.10 or newer is needed (PYTHON=$(PYTHON) is %d.%d)" % sys.version_info[:2] if sys.version_info < (3, 10) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,example]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input --verbosity 0
+	$(BIN)/python manage.py demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info

@@ -1,0 +1,38 @@
+"""System checks: settings mistakes reported at ``manage.py check`` time,
+rather than on the first user save in production."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from . import conf, contract
+
+
+@register("autumn")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = [
+        Error(f"{problem.name} {problem.message}", hint=problem.hint or None, id="autumn_django.E001")
+        for problem in conf.problems()
+    ]
+    for key, close in conf.unknown_keys():
+        messages.append(
+            Warning(
+                f'AUTUMN["{key}"] is not an autumn-django setting and is ignored.',
+                hint=f'Did you mean "{close}"?' if close else "See the settings reference in the docs.",
+                id="autumn_django.W002",
+            )
+        )
+    secret_key = conf.raw().get("SECRET_KEY")
+    if settings.DEBUG and isinstance(secret_key, str) and contract.key_env(secret_key) == "live":
+        messages.append(
+            Warning(
+                'AUTUMN["SECRET_KEY"] is a live key (am_sk_live_...) while DEBUG is True.',
+                hint="Use a sandbox key (am_sk_test_...) in development, so that test "
+                "sign-ups do not become real billing customers.",
+                id="autumn_django.W001",
+            )
+        )
+    return messages

@@ -1,0 +1,207 @@
+"""The one place ``settings.AUTUMN`` is read.
+
+Settings are read when used, never at import, so ``override_settings`` and
+settings changed by tests take effect at once. :func:`problems` lists every
+mistake (the system checks report them at ``manage.py check``); :func:`load`
+raises the first one as :class:`AutumnImproperlyConfigured`. No message ever
+contains the secret key itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+
+from . import contract
+from .exceptions import AutumnImproperlyConfigured
+
+Timeout = tuple[float, float]
+
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "BASE_URL": contract.BASE_URL,
+    "API_VERSION": contract.DEFAULT_API_VERSION,
+    # (connect, read) seconds. Short enough that a request thread waiting on a
+    # slow Autumn gives up in seconds, long enough for a cold list page.
+    "TIMEOUT": (3.05, 15.0),
+    "MAX_RETRIES": 3,
+}
+
+
+@dataclass(frozen=True)
+class AutumnSettings:
+    """A validated snapshot of ``settings.AUTUMN`` with defaults filled in."""
+
+    secret_key: str
+    base_url: str
+    api_version: str
+    timeout: Timeout
+    max_retries: int
+
+    def __repr__(self) -> str:
+        return (
+            f"AutumnSettings(secret_key='***', base_url={self.base_url!r}, "
+            f"api_version={self.api_version!r}, timeout={self.timeout!r}, "
+            f"max_retries={self.max_retries!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in ``settings.AUTUMN``: which key, what is wrong, how to fix."""
+
+    setting: str
+    message: str
+    hint: str = ""
+
+    @property
+    def name(self) -> str:
+        return f'AUTUMN["{self.setting}"]'
+
+
+def raw() -> dict[str, Any]:
+    """``settings.AUTUMN`` as the site wrote it (an empty dict when absent)."""
+    value = getattr(django_settings, "AUTUMN", None)
+    return value if isinstance(value, dict) else {}
+
+
+def get(name: str) -> Any:
+    """One setting, with its default; no validation."""
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown autumn-django setting {name!r}")
+    return raw().get(name, DEFAULTS[name])
+
+
+def problems() -> list[Problem]:
+    """Every mistake in ``settings.AUTUMN``, for the system checks."""
+    value = getattr(django_settings, "AUTUMN", None)
+    if value is not None and not isinstance(value, dict):
+        return [
+            Problem(
+                "*",
+                f"settings.AUTUMN must be a dict, not {type(value).__name__}.",
+                'Write AUTUMN = {"SECRET_KEY": ...} in your settings.',
+            )
+        ]
+    found: list[Problem] = []
+    values = {**DEFAULTS, **raw()}
+    for check in (_check_secret_key, _check_base_url, _check_api_version):
+        problem = check(values)
+        if problem:
+            found.append(problem)
+    found.extend(_check_timeout(values["TIMEOUT"]))
+    retries = values["MAX_RETRIES"]
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        found.append(Problem("MAX_RETRIES", "must be a whole number of 0 or more.", "For example 3."))
+    return found
+
+
+def unknown_keys() -> list[tuple[str, str | None]]:
+    """Keys of ``settings.AUTUMN`` that autumn-django does not read, with a
+    close known name where one exists (a typo is the usual cause)."""
+    result = []
+    for key in raw():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            result.append((key, close[0] if close else None))
+    return result
+
+
+def load() -> AutumnSettings:
+    """The validated settings; raises the first problem found."""
+    found = problems()
+    if found:
+        first = found[0]
+        raise AutumnImproperlyConfigured(f"{first.name} {first.message} {first.hint}".strip())
+    values = {**DEFAULTS, **raw()}
+    return AutumnSettings(
+        secret_key=values["SECRET_KEY"],
+        base_url=values["BASE_URL"].rstrip("/"),
+        api_version=values["API_VERSION"],
+        timeout=normalize_timeout(values["TIMEOUT"]),
+        max_retries=values["MAX_RETRIES"],
+    )
+
+
+def normalize_timeout(value: float | tuple[float, float] | list[float]) -> Timeout:
+    """One number means the same limit for connecting and for reading."""
+    if isinstance(value, (int, float)):
+        return (float(value), float(value))
+    connect, read = value
+    return (float(connect), float(read))
+
+
+def secret_key_problem(key: object) -> str | None:
+    """What is wrong with a secret key, worded without showing the key."""
+    if not isinstance(key, str) or not key:
+        return "is missing."
+    if key.startswith(contract.PUBLISHABLE_KEY_PREFIX):
+        return "is a publishable key (am_pk_...); the server API needs the secret key (am_sk_...)."
+    if contract.key_env(key) is None:
+        return "does not start with am_sk_test_ or am_sk_live_."
+    if not contract.SECRET_KEY_RE.match(key):
+        return (
+            "is not a well-formed Autumn secret key: after the prefix come 42 letters "
+            f"and digits, this one has {len(key) - len('am_sk_test_')} characters there."
+        )
+    return None
+
+
+def _check_secret_key(values: dict[str, Any]) -> Problem | None:
+    message = secret_key_problem(values["SECRET_KEY"])
+    if message is None:
+        return None
+    return Problem(
+        "SECRET_KEY",
+        message,
+        "Copy the secret key from Autumn's dashboard (Developer > API keys) and read it "
+        'from the environment, e.g. AUTUMN = {"SECRET_KEY": os.environ["AUTUMN_SECRET_KEY"]}.',
+    )
+
+
+def _check_base_url(values: dict[str, Any]) -> Problem | None:
+    url = values["BASE_URL"]
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.netloc and not parts.query:
+            return None
+    return Problem(
+        "BASE_URL",
+        f"must be an http(s) URL such as {contract.BASE_URL!r}, not {url!r}.",
+        "Leave it out to use Autumn's production API.",
+    )
+
+
+def _check_api_version(values: dict[str, Any]) -> Problem | None:
+    value = values["API_VERSION"]
+    version = contract.parse_api_version(value) if isinstance(value, str) else None
+    if version is not None and version >= contract.MIN_SUPPORTED_VERSION:
+        return None
+    what = "is not an Autumn API version" if version is None else "is older than 2.1"
+    return Problem(
+        "API_VERSION",
+        f"{what}: {value!r}.",
+        f'autumn-django speaks the 2.x customers API; use "{contract.DEFAULT_API_VERSION}" '
+        '(the default) or a later one such as "2.3".',
+    )
+
+
+def _check_timeout(value: Any) -> list[Problem]:
+    def positive(number: Any) -> bool:
+        return isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
+
+    if positive(value):
+        return []
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(positive, value)):
+        return []
+    return [
+        Problem(
+            "TIMEOUT",
+            f"must be a number of seconds or a (connect, read) pair, not {value!r}.",
+            "For example 10 or (3.05, 15).",
+        )
+    ]

@@ -1,0 +1,94 @@
+"""The emulator's command line, shared by ``python -m autumn_django.emulator``
+and ``manage.py autumn_emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import contract
+from .core import Emulator, Plan
+from .server import EmulatorServer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787, help="port to bind (default 8787; 0 picks one)")
+    parser.add_argument(
+        "--secret-key",
+        action="append",
+        dest="secret_keys",
+        metavar="KEY",
+        help="accept only this key (repeat for more); default: any well-formed am_sk_test_/am_sk_live_ key",
+    )
+    parser.add_argument(
+        "--api-version",
+        default=contract.DEFAULT_API_VERSION,
+        help="version for requests without an x-api-version header (default %(default)s)",
+    )
+    parser.add_argument(
+        "--plan", action="append", default=[], metavar="ID", help="a plan that exists (repeat)"
+    )
+    parser.add_argument(
+        "--default-plan",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a plan attached to every new customer (repeat)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0, help="added delay per request")
+    parser.add_argument("--rate-limits", action="store_true", help="enforce Autumn's published rate limits")
+    parser.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="answer this fraction of requests with a 503 (0 to 1)",
+    )
+    parser.add_argument("--data", metavar="FILE", help="keep customers in this JSON file across restarts")
+
+
+def build_emulator(options: argparse.Namespace) -> Emulator:
+    if not 0 <= options.fail_rate <= 1:
+        raise SystemExit("--fail-rate must be between 0 and 1")
+    if contract.parse_api_version(options.api_version) is None:
+        raise SystemExit(f"--api-version {options.api_version!r} is not an Autumn API version")
+    return Emulator(
+        secret_keys=options.secret_keys,
+        default_api_version=options.api_version,
+        plans=[Plan(plan_id) for plan_id in options.plan],
+        default_plans=options.default_plan,
+        rate_limits=options.rate_limits,
+        latency_ms=options.latency_ms,
+        fail_rate=options.fail_rate,
+        data_file=options.data,
+    )
+
+
+def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
+    """Run until interrupted, then save the data file."""
+    server = EmulatorServer(build_emulator(options), options.host, options.port)
+    keys = "the given keys" if options.secret_keys else "any well-formed am_sk_test_/am_sk_live_ key"
+    out.write(
+        f"Autumn emulator at {server.url} (accepts {keys}; API {options.api_version} when no "
+        f"x-api-version is sent{'; rate limits on' if options.rate_limits else ''}). "
+        "Ctrl-C stops it.\n"
+    )
+    out.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.emulator.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m autumn_django.emulator",
+        description="A local emulator of Autumn's customers API.",
+    )
+    add_arguments(parser)
+    serve(parser.parse_args(argv))

@@ -1,0 +1,33 @@
+"""pytest fixtures for sites that use autumn-django; installed with the
+package (a ``pytest11`` entry point), so a suite needs no conftest to use them.
+
+* ``autumn_emulator``: an :class:`~autumn_django.emulator.Emulator` that
+  answers every request to Autumn's URL in-process, with ``settings.AUTUMN``
+  pointed at it for the test.
+* ``autumn_emulator_server``: the same behind a real HTTP server on a free
+  port (``.url``, ``.emulator``), for tests that need a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .emulator import Emulator, EmulatorServer
+
+
+@pytest.fixture
+def autumn_emulator() -> Iterator[Emulator]:
+    from .testing import emulate
+
+    with emulate() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def autumn_emulator_server() -> Iterator[EmulatorServer]:
+    from .testing import serve
+
+    with serve() as server:
+        yield server

@@ -1,0 +1,89 @@
+"""Settings of the example site, read from the environment (or a .env file
+beside manage.py) with django-environ. With nothing set, it runs on SQLite
+against the local Autumn emulator: no account needed."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+VAR_DIR.mkdir(exist_ok=True)
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="example-project-insecure-key-for-local-use-only")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "autumn_django",
+    "example_project",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+
+# The emulator's well-formed but obviously fake sandbox key; set
+# AUTUMN_SECRET_KEY (and AUTUMN_BASE_URL=https://api.useautumn.com) for the
+# real service.
+EMULATOR_SECRET_KEY = "am_sk_test_" + "emulator".ljust(42, "0")
+EMULATOR_URL = "http://127.0.0.1:8787"
+# Where `manage.py demo` keeps the emulator's customers between runs.
+EMULATOR_DATA_FILE = env.path("AUTUMN_EMULATOR_DATA", default=str(VAR_DIR / "emulator.json"))
+
+AUTUMN = {
+    "SECRET_KEY": env("AUTUMN_SECRET_KEY", default=EMULATOR_SECRET_KEY),
+    "BASE_URL": env("AUTUMN_BASE_URL", default=EMULATOR_URL),
+    "API_VERSION": env("AUTUMN_API_VERSION", default="2.1"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "autumn_django": {"handlers": ["console"], "level": env("AUTUMN_LOG_LEVEL", default="WARNING")}
+    },
+}

@@ -1,0 +1,117 @@
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from autumn_django import conf
+from autumn_django.client import get_client
+from autumn_django.exceptions import AutumnImproperlyConfigured
+from autumn_django.testing import make_secret_key
+
+KEY = make_secret_key()
+
+
+def autumn(**values):
+    return override_settings(AUTUMN={"SECRET_KEY": KEY, **values})
+
+
+def test_defaults_fill_what_the_site_leaves_out():
+    with autumn():
+        settings = conf.load()
+    assert settings.base_url == "https://api.useautumn.com"
+    assert settings.api_version == "2.1"
+    assert settings.timeout == (3.05, 15.0)
+    assert settings.max_retries == 3
+
+
+def test_settings_are_read_when_used_so_override_settings_applies():
+    with autumn(API_VERSION="2.3", TIMEOUT=7, BASE_URL="http://127.0.0.1:9/"):
+        settings = conf.load()
+    assert (settings.api_version, settings.timeout, settings.base_url) == (
+        "2.3",
+        (7.0, 7.0),
+        "http://127.0.0.1:9",
+    )
+
+
+def test_a_missing_secret_key_names_the_setting_to_add():
+    with override_settings(AUTUMN={}):
+        with pytest.raises(ImproperlyConfigured, match=r'AUTUMN\["SECRET_KEY"\] is missing'):
+            conf.load()
+
+
+def test_no_autumn_setting_at_all_is_a_missing_secret_key():
+    with override_settings():
+        from django.conf import settings
+
+        del settings.AUTUMN
+        with pytest.raises(AutumnImproperlyConfigured, match="SECRET_KEY"):
+            conf.load()
+
+
+def test_a_publishable_key_is_refused_with_a_hint():
+    with override_settings(AUTUMN={"SECRET_KEY": "am_pk_test_" + "a" * 42}):
+        with pytest.raises(AutumnImproperlyConfigured, match="publishable key"):
+            conf.load()
+
+
+def test_a_malformed_key_is_described_without_being_shown():
+    bad_key = "am_sk_test_" + "s3cr3t" * 3
+    with override_settings(AUTUMN={"SECRET_KEY": bad_key}):
+        with pytest.raises(AutumnImproperlyConfigured) as caught:
+            conf.load()
+    assert "42 letters and digits" in str(caught.value)
+    assert bad_key not in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "setting"),
+    [
+        ({"API_VERSION": "2.9"}, "API_VERSION"),
+        ({"API_VERSION": "1.2"}, "API_VERSION"),
+        ({"BASE_URL": "api.useautumn.com"}, "BASE_URL"),
+        ({"TIMEOUT": 0}, "TIMEOUT"),
+        ({"TIMEOUT": (1, 2, 3)}, "TIMEOUT"),
+        ({"MAX_RETRIES": -1}, "MAX_RETRIES"),
+        ({"MAX_RETRIES": True}, "MAX_RETRIES"),
+    ],
+)
+def test_malformed_settings_raise_naming_the_setting(values, setting):
+    with autumn(**values):
+        with pytest.raises(AutumnImproperlyConfigured, match=rf'AUTUMN\["{setting}"\]'):
+            conf.load()
+
+
+def test_the_autumn_setting_must_be_a_dict():
+    with override_settings(AUTUMN="am_sk_test_x"):
+        problems = conf.problems()
+    assert [problem.setting for problem in problems] == ["*"]
+    assert "must be a dict" in problems[0].message
+
+
+def test_get_client_is_shared_for_one_configuration():
+    with autumn():
+        assert get_client() is get_client()
+
+
+def test_get_client_follows_a_changed_setting():
+    with autumn():
+        first = get_client()
+    with autumn(API_VERSION="2.3"):
+        second = get_client()
+    assert second is not first
+    assert second.api_version == "2.3"
+
+
+def test_get_client_hands_every_thread_the_same_client():
+    seen = []
+    with autumn(TIMEOUT=4.5):
+        threads = [threading.Thread(target=lambda: seen.append(get_client())) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(seen) == 16
+    assert len({id(client) for client in seen}) == 1
