@@ -366,3 +366,25 @@ def test_a_bad_fail_rate_is_refused_with_a_clear_message():
     options = Command().create_parser("manage.py", "autumn_emulator").parse_args(["--fail-rate", "2"])
     with pytest.raises(SystemExit, match="--fail-rate must be between 0 and 1"):
         build_emulator(options)
+
+
+@pytest.mark.http
+def test_concurrent_creations_of_one_id_return_the_same_customer(http_emulator):
+    url, created = http_emulator.url, []
+
+    def sign_up():
+        answer = requests.post(
+            f"{url}/v1/customers.get_or_create",
+            json={"customer_id": "same", "name": "Jane"},
+            headers={"Authorization": f"Bearer {KEY}", "x-api-version": "2.1"},
+            timeout=5,
+        )
+        created.append(answer.json()["created_at"])
+
+    threads = [threading.Thread(target=sign_up) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 12 and len(set(created)) == 1
+    assert len(http_emulator.emulator.customers()) == 1
