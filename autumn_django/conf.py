@@ -10,11 +10,13 @@ contains the secret key itself.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
+from django.utils.module_loading import import_string
 
 from . import contract
 from .exceptions import AutumnImproperlyConfigured
@@ -29,7 +31,25 @@ DEFAULTS: dict[str, Any] = {
     # slow Autumn gives up in seconds, long enough for a cold list page.
     "TIMEOUT": (3.05, 15.0),
     "MAX_RETRIES": 3,
+    # --- the sync engine: which users, as what customers ---
+    "CUSTOMER_ID": None,  # callable or dotted path, user -> str; None: str(user.pk)
+    "CUSTOMER_DATA": None,  # callable or dotted path, user -> dict; None: see mapping.default_customer_data
+    "SHOULD_SYNC": None,  # callable or dotted path, user -> bool; None: every user
+    "DELETE_POLICY": "delete",  # or "keep": what a deleted or no longer qualifying user does remotely
+    "DELETE_IN_STRIPE": False,
+    "CREATE_IN_STRIPE": None,  # None: not sent; True/False: sent to get_or_create
+    "AUTO_ENABLE_PLAN_ID": None,
+    "SEND_EMAIL_RECEIPTS": None,
+    "RAISE_ERRORS": False,  # True: a failed sync raises from the user's save (tests, development)
+    # --- background work ---
+    "TASK_BACKEND": "default",  # an alias of settings.TASKS
+    "TASK_QUEUE": "default",
+    "RETRY_DELAY": 30,  # seconds before the first retry of a failed sync; doubles each time
+    "RETRY_MAX_DELAY": 6 * 3600,
 }
+
+#: Settings that name a function: a callable or its dotted import path.
+CALLABLE_SETTINGS = ("CUSTOMER_ID", "CUSTOMER_DATA", "SHOULD_SYNC")
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,7 @@ def problems() -> list[Problem]:
         if problem:
             found.append(problem)
     found.extend(_check_timeout(values["TIMEOUT"]))
+    found.extend(_check_engine(values))
     retries = values["MAX_RETRIES"]
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         found.append(Problem("MAX_RETRIES", "must be a whole number of 0 or more.", "For example 3."))
@@ -109,6 +130,22 @@ def unknown_keys() -> list[tuple[str, str | None]]:
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
             result.append((key, close[0] if close else None))
     return result
+
+
+def get_callable(name: str) -> Callable[..., Any] | None:
+    """A function setting, imported if given as a dotted path (None if unset)."""
+    value = get(name)
+    if value is None or callable(value):
+        return value
+    try:
+        function = import_string(value)
+    except ImportError as exc:
+        raise AutumnImproperlyConfigured(
+            f'AUTUMN["{name}"] is {value!r}, which cannot be imported: {exc}'
+        ) from None
+    if not callable(function):
+        raise AutumnImproperlyConfigured(f'AUTUMN["{name}"] is {value!r}, which is not callable.')
+    return function
 
 
 def load() -> AutumnSettings:
@@ -188,6 +225,51 @@ def _check_api_version(values: dict[str, Any]) -> Problem | None:
         f'autumn-django speaks the 2.x customers API; use "{contract.DEFAULT_API_VERSION}" '
         '(the default) or a later one such as "2.3".',
     )
+
+
+def _check_engine(values: dict[str, Any]) -> list[Problem]:
+    found = []
+    for name in CALLABLE_SETTINGS:
+        value = values[name]
+        if value is None or callable(value):
+            continue
+        if not isinstance(value, str):
+            found.append(Problem(name, f"must be a function or its dotted path, not {value!r}."))
+            continue
+        try:
+            function = import_string(value)
+        except ImportError as exc:
+            found.append(
+                Problem(
+                    name,
+                    f"is {value!r}, which cannot be imported ({exc}).",
+                    "Give the full path, e.g. 'myproject.billing.customer_id'.",
+                )
+            )
+            continue
+        if not callable(function):
+            found.append(Problem(name, f"is {value!r}, which is not callable."))
+    if values["DELETE_POLICY"] not in ("delete", "keep"):
+        found.append(
+            Problem("DELETE_POLICY", f'must be "delete" or "keep", not {values["DELETE_POLICY"]!r}.')
+        )
+    for name in ("DELETE_IN_STRIPE", "RAISE_ERRORS"):
+        if not isinstance(values[name], bool):
+            found.append(Problem(name, f"must be True or False, not {values[name]!r}."))
+    for name in ("CREATE_IN_STRIPE", "SEND_EMAIL_RECEIPTS"):
+        if values[name] is not None and not isinstance(values[name], bool):
+            found.append(Problem(name, f"must be True, False or None (not sent), not {values[name]!r}."))
+    plan = values["AUTO_ENABLE_PLAN_ID"]
+    if plan is not None and (not isinstance(plan, str) or not plan):
+        found.append(Problem("AUTO_ENABLE_PLAN_ID", f"must be a plan id or None, not {plan!r}."))
+    for name in ("TASK_BACKEND", "TASK_QUEUE"):
+        if not isinstance(values[name], str) or not values[name]:
+            found.append(Problem(name, f"must be a non-empty string, not {values[name]!r}."))
+    for name in ("RETRY_DELAY", "RETRY_MAX_DELAY"):
+        number = values[name]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+            found.append(Problem(name, f"must be a positive number of seconds, not {number!r}."))
+    return found
 
 
 def _check_timeout(value: Any) -> list[Problem]:

@@ -145,3 +145,8 @@ def error_class_for_status(status: int) -> type[AutumnAPIError]:
     if status >= 500:
         return ServerError
     return AutumnAPIError
+
+
+class SyncFailed(AutumnError):
+    """A user's save could not be synced and ``AUTUMN["RAISE_ERRORS"]`` is on.
+    The mirror row holds the same error; nothing is lost."""

@@ -16,3 +16,6 @@ AUTUMN = {
     "SECRET_KEY": "am_sk_test_" + "suite".ljust(42, "0"),
     "BASE_URL": "https://api.useautumn.com",
 }
+
+# Fast hashing: the suite creates many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

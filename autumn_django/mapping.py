@@ -1,0 +1,118 @@
+"""From a Django user to the Autumn customer it should be.
+
+The site decides the mapping with three settings (``CUSTOMER_ID``,
+``CUSTOMER_DATA``, ``SHOULD_SYNC``); this module applies them and hashes the
+result, so that a save that changes nothing Autumn holds (Django's
+``last_login`` update on every login) is recognised without a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from . import conf, contract
+from .exceptions import AutumnImproperlyConfigured
+
+#: The customer fields a site may set through ``CUSTOMER_DATA``.
+CUSTOMER_FIELDS = ("name", "email", "fingerprint", "metadata")
+
+
+class MappingError(Exception):
+    """The site's mapping gave something Autumn cannot take; the message
+    names the setting to fix. The user's row is marked failed with it."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What Autumn should hold for one user."""
+
+    customer_id: str
+    fields: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps({"id": self.customer_id, **self.fields}, sort_keys=True, cls=DjangoJSONEncoder)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def default_customer_id(user: Any) -> str:
+    return str(user.pk)
+
+
+def default_customer_data(user: Any) -> dict[str, Any]:
+    """The full name (or the username), the email, and the user's pk in metadata.
+
+    Works with custom user models: ``get_full_name`` and the email field are
+    used only where the model has them.
+    """
+    get_full_name = getattr(user, "get_full_name", None)
+    name = (get_full_name() if callable(get_full_name) else "") or user.get_username()
+    email_field = user.get_email_field_name() if hasattr(user, "get_email_field_name") else "email"
+    email = getattr(user, email_field, None) or None
+    pk = user.pk if isinstance(user.pk, int) else str(user.pk)
+    return {"name": name or None, "email": email, "metadata": {"django_user_id": pk}}
+
+
+def should_sync(user: Any) -> bool:
+    function = conf.get_callable("SHOULD_SYNC")
+    return True if function is None else bool(function(user))
+
+
+def payload_for(user: Any) -> Payload:
+    """The payload for ``user``; :class:`MappingError` if the mapping is unusable."""
+    id_function = conf.get_callable("CUSTOMER_ID") or default_customer_id
+    data_function = conf.get_callable("CUSTOMER_DATA") or default_customer_data
+    customer_id = id_function(user)
+    problem = contract.customer_id_problem(customer_id)
+    if problem:
+        raise MappingError(
+            f"AUTUMN['CUSTOMER_ID'] gave {customer_id!r} for user {user.pk}, which Autumn refuses "
+            f"(customer_id: {problem}). Fix the CUSTOMER_ID setting; nothing was sent."
+        )
+    data = data_function(user)
+    if not isinstance(data, dict):
+        raise MappingError(
+            f"AUTUMN['CUSTOMER_DATA'] must return a dict, not {type(data).__name__}; nothing was sent."
+        )
+    unknown = sorted(set(data) - set(CUSTOMER_FIELDS))
+    if unknown:
+        raise MappingError(
+            f"AUTUMN['CUSTOMER_DATA'] returned {', '.join(unknown)}; it may return only "
+            f"{', '.join(CUSTOMER_FIELDS)}. Nothing was sent."
+        )
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise MappingError("AUTUMN['CUSTOMER_DATA'] must give metadata as a dict; nothing was sent.")
+    email = data.get("email")
+    if email and not contract.is_valid_email(email):
+        raise MappingError(
+            f"AUTUMN['CUSTOMER_DATA'] gave the email {email!r} for user {user.pk}, which Autumn "
+            "refuses as not a valid email address; nothing was sent."
+        )
+    # Blank strings are stored by Autumn as null: compare them as null too.
+    fields = {name: (value if value != "" else None) for name, value in data.items()}
+    # JSON round trip: UUIDs, dates and decimals compare as Autumn returns them.
+    fields = json.loads(json.dumps(fields, cls=DjangoJSONEncoder))
+    return Payload(customer_id, fields)
+
+
+def get_or_create_options() -> dict[str, Any]:
+    """The site-wide get_or_create keywords that are set (None means not sent)."""
+    options = {
+        "create_in_stripe": conf.get("CREATE_IN_STRIPE"),
+        "auto_enable_plan_id": conf.get("AUTO_ENABLE_PLAN_ID"),
+        "send_email_receipts": conf.get("SEND_EMAIL_RECEIPTS"),
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def current_env() -> str:
+    env = contract.key_env(conf.load().secret_key)
+    if env is None:  # pragma: no cover - load() has validated the key
+        raise AutumnImproperlyConfigured("AUTUMN['SECRET_KEY'] has no environment prefix.")
+    return env

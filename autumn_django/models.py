@@ -1,0 +1,107 @@
+"""The local mirror of Autumn customers: one row per synced user.
+
+The row is written in the same transaction as the user's change, before any
+call to Autumn, so a change is never lost when Autumn is slow or down: the
+row says what still has to happen (``state``) and what went wrong last
+(``last_error``). Autumn's fields are copied into columns for the admin and
+for queries; the whole last response is kept in ``data`` so a field Autumn
+adds later needs no migration (as dj-stripe does).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Customer(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SYNCED = "synced", "Synced"
+        FAILED = "failed", "Failed"
+        DELETING = "deleting", "Deleting"
+
+    class Env(models.TextChoices):
+        SANDBOX = "sandbox", "Sandbox"
+        LIVE = "live", "Live"
+
+    # SET_NULL: when the user row is deleted, the mirror row stays (state
+    # "deleting") until Autumn has confirmed the remote delete.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="autumn_customer",
+    )
+    env = models.CharField(max_length=8, choices=Env.choices)
+    customer_id = models.CharField(
+        max_length=255, help_text="The customer's id at Autumn (the one last pushed)."
+    )
+
+    name = models.CharField(max_length=255, null=True, blank=True)
+    email = models.CharField(max_length=254, null=True, blank=True)
+    fingerprint = models.CharField(max_length=255, null=True, blank=True)
+    stripe_id = models.CharField(max_length=255, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    remote_created_at = models.DateTimeField(null=True, blank=True)
+    data = models.JSONField(null=True, blank=True, help_text="Autumn's last full answer for this customer.")
+
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    last_error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Bumped by every local change; a sync records its result only if it is unchanged.",
+    )
+    payload_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="SHA-256 of the last payload Autumn accepted."
+    )
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Autumn customer mirror"
+        constraints = [
+            models.UniqueConstraint(fields=["env", "customer_id"], name="autumn_customer_unique_id_per_env"),
+        ]
+        indexes = [
+            # The outbox: rows still to push, oldest due first.
+            models.Index(fields=["state", "next_attempt_at"], name="autumn_customer_outbox"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} ({self.env}, {self.state})"
+
+    @property
+    def is_known_remotely(self) -> bool:
+        """Autumn has confirmed this customer at least once (we hold its answer)."""
+        return self.data is not None
+
+    @staticmethod
+    def remote_columns(customer: dict[str, Any]) -> dict[str, Any]:
+        """The row's columns for one of Autumn's customer objects."""
+        created = customer.get("created_at")
+        return {
+            "customer_id": customer.get("id"),
+            "env": customer.get("env"),
+            "name": customer.get("name"),
+            "email": customer.get("email"),
+            "fingerprint": customer.get("fingerprint"),
+            "stripe_id": customer.get("stripe_id"),
+            "metadata": customer.get("metadata") or {},
+            "remote_created_at": (
+                datetime.datetime.fromtimestamp(created / 1000, tz=datetime.timezone.utc)
+                if isinstance(created, (int, float))
+                else None
+            ),
+            "data": customer,
+            "synced_at": timezone.now(),
+        }

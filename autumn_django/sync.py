@@ -1,0 +1,350 @@
+"""The sync rules: bring a mirror row, and Autumn, to what the user says.
+
+One module, used by the signal handlers (through the task), by
+``manage.py autumn_sync`` and by the admin's actions; there is no second copy.
+
+Two halves. :func:`mark_changed` and :func:`mark_deleted` run inside the
+user's transaction: they write the mirror row (``pending`` or ``deleting``)
+and make no request, so a change is recorded even when Autumn is down, and
+a rolled-back change leaves nothing behind. :func:`sync` runs later, in a task
+or a command, and talks to Autumn.
+
+Concurrency: no lock is held across a request to Autumn, because a user's
+save would have to wait for it. Every local change bumps the row's
+``version``, and a sync records its result only if the version is still the
+one it read (``UPDATE ... WHERE version = v``). When it is not, the push may
+have carried stale data and may have landed after a newer one, so the sync
+pushes again, in full, from the latest data. Every push is followed by such a
+check, so the last push to land at Autumn always carries the newest data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import conf, contract, mapping
+from .client import AutumnClient, get_client
+from .exceptions import AutumnError, Conflict, NotFound
+from .mapping import MappingError, Payload
+from .models import Customer
+from .signals import customer_sync_failed, customer_synced
+
+logger = logging.getLogger("autumn_django.sync")
+
+CREATED, UPDATED, UNCHANGED, DELETED = "created", "updated", "unchanged", "deleted"
+FAILED, SKIPPED, KEPT = "failed", "skipped", "kept"
+
+#: How often one sync starts over because the user changed while it ran.
+MAX_ROUNDS = 5
+
+
+@dataclass
+class SyncResult:
+    """What one sync did: ``action`` is one of the constants above."""
+
+    action: str
+    customer_pk: int
+    customer_id: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "customer_pk": self.customer_pk,
+            "customer_id": self.customer_id,
+            "error": self.error,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "calls": self.calls,
+        }
+
+
+class _Stale(Exception):
+    """The row changed while we worked: start over from the latest data."""
+
+
+# --- inside the user's transaction -------------------------------------------
+
+
+def mark_changed(user: Any, using: str = "default") -> Customer | None:
+    """Record that ``user``'s customer must be brought up to date.
+
+    Returns the row when a sync is due (the caller enqueues it after commit),
+    ``None`` when nothing is to be done. Costs one query when the payload is
+    what Autumn already holds (a ``last_login`` save), and no request.
+    """
+    row = Customer.objects.using(using).filter(user_id=user.pk).first()
+    if not mapping.should_sync(user):
+        if row is None or conf.get("DELETE_POLICY") == "keep" or row.state == Customer.State.DELETING:
+            return None
+        return _bump(row, Customer.State.DELETING, using)
+    env = mapping.current_env()
+    try:
+        payload = mapping.payload_for(user)
+    except MappingError as error:
+        _record_mapping_error(user, row, str(error), env, using)
+        return None
+    if (
+        row is not None
+        and row.state == Customer.State.SYNCED
+        and row.payload_hash == payload.hash
+        and row.customer_id == payload.customer_id
+        and row.env == env
+    ):
+        return None
+    if row is not None:
+        return _bump(row, Customer.State.PENDING, using)
+    try:
+        with transaction.atomic(using=using):
+            return Customer.objects.using(using).create(
+                user=user, env=env, customer_id=payload.customer_id, state=Customer.State.PENDING
+            )
+    except IntegrityError:
+        holder = Customer.objects.using(using).filter(env=env, customer_id=payload.customer_id).first()
+        logger.error(
+            "Cannot mirror user %s as Autumn customer %r: mirror row %s (user %s) already holds "
+            "that id in %s. Two users map to one customer id; check AUTUMN['CUSTOMER_ID'].",
+            user.pk,
+            payload.customer_id,
+            holder and holder.pk,
+            holder and holder.user_id,
+            env,
+        )
+        return None
+
+
+def mark_deleted(user: Any, using: str = "default") -> Customer | None:
+    """Record, before ``user`` is deleted, that its customer must go too.
+
+    The row outlives the user (its link is set to NULL) until Autumn has
+    confirmed the delete. With ``DELETE_POLICY = "keep"`` nothing changes.
+    """
+    if conf.get("DELETE_POLICY") == "keep":
+        return None
+    row = Customer.objects.using(using).filter(user_id=user.pk).first()
+    if row is None or row.state == Customer.State.DELETING:
+        return None
+    return _bump(row, Customer.State.DELETING, using)
+
+
+def _bump(row: Customer, state: str, using: str) -> Customer:
+    Customer.objects.using(using).filter(pk=row.pk).update(
+        state=state, version=F("version") + 1, next_attempt_at=None, updated=timezone.now()
+    )
+    return row
+
+
+def _record_mapping_error(user: Any, row: Customer | None, message: str, env: str, using: str) -> None:
+    """A mapping Autumn would refuse: a failed row with the message, nothing sent."""
+    logger.error("Not syncing user %s: %s", user.pk, message)
+    if row is not None:
+        Customer.objects.using(using).filter(pk=row.pk).update(
+            state=Customer.State.FAILED,
+            last_error=message,
+            next_attempt_at=None,
+            version=F("version") + 1,
+            updated=timezone.now(),
+        )
+        return
+    try:
+        with transaction.atomic(using=using):
+            # The row needs some id; the refused one is recorded for the admin to see.
+            Customer.objects.using(using).create(
+                user=user,
+                env=env,
+                customer_id=f"invalid:{user.pk}"[:255],
+                state=Customer.State.FAILED,
+                last_error=message,
+            )
+    except IntegrityError:
+        pass
+
+
+# --- later: talking to Autumn --------------------------------------------------
+
+
+def sync(customer_pk: int, *, client: AutumnClient | None = None) -> SyncResult:
+    """Bring one mirror row and its Autumn customer to the desired state:
+    push a pending or failed row, delete a deleting one."""
+    client = client or get_client()
+    calls: list[str] = []
+    for _ in range(MAX_ROUNDS):
+        row = Customer.objects.select_related("user").filter(pk=customer_pk).first()
+        if row is None:
+            return SyncResult(SKIPPED, customer_pk, calls=calls)
+        try:
+            if row.state == Customer.State.DELETING:
+                return _delete(row, client, calls)
+            return _push(row, client, calls, force=bool(calls))
+        except _Stale:
+            continue
+    logger.warning(
+        "Customer row %s changed %d times during one sync; left for the next.", customer_pk, MAX_ROUNDS
+    )
+    return SyncResult(SKIPPED, customer_pk, calls=calls, error="changed during sync")
+
+
+def _push(row: Customer, client: AutumnClient, calls: list[str], *, force: bool) -> SyncResult:
+    user = row.user
+    if user is None:  # unlinked and kept ("keep" policy): nothing to push
+        return SyncResult(SKIPPED, row.pk, row.customer_id, calls=calls)
+    if not mapping.should_sync(user):
+        if conf.get("DELETE_POLICY") == "keep":
+            return SyncResult(KEPT, row.pk, row.customer_id, calls=calls)
+        _require_version(row, state=Customer.State.DELETING, version=F("version") + 1)
+        raise _Stale
+    try:
+        payload = mapping.payload_for(user)
+    except MappingError as error:
+        return _fail(row, error, calls)
+    env = mapping.current_env()
+    known = row.is_known_remotely and row.env == env
+    if (
+        not force
+        and known
+        and row.state == Customer.State.SYNCED
+        and row.payload_hash == payload.hash
+        and row.customer_id == payload.customer_id
+    ):
+        return SyncResult(UNCHANGED, row.pk, row.customer_id, calls=calls)
+    try:
+        remote, action = _send(client, row, payload, known, force, calls)
+    except AutumnError as error:
+        return _fail(row, error, calls)
+    columns = Customer.remote_columns(remote)
+    try:
+        with transaction.atomic():
+            _require_version(
+                row,
+                **columns,
+                state=Customer.State.SYNCED,
+                payload_hash=payload.hash,
+                last_error="",
+                attempts=0,
+                next_attempt_at=None,
+            )
+    except IntegrityError:
+        message = (
+            f"Autumn customer {columns['customer_id']!r} is already mirrored by another row; "
+            "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
+        )
+        return _fail(row, MappingError(message), calls)
+    row.refresh_from_db()
+    customer_synced.send(sender=Customer, customer=row, action=action)
+    return SyncResult(action, row.pk, row.customer_id, calls=calls)
+
+
+def _send(
+    client: AutumnClient, row: Customer, payload: Payload, known: bool, force: bool, calls: list[str]
+) -> tuple[dict[str, Any], str]:
+    """The requests for one push; returns Autumn's customer and the action."""
+    if known:
+        rename = payload.customer_id != row.customer_id
+        changes = dict(payload.fields) if force else _differences(payload.fields, row.data or {})
+        if not changes and not rename:
+            return row.data or {}, UPDATED
+        if rename:
+            changes["new_customer_id"] = payload.customer_id
+        try:
+            calls.append(contract.UPDATE)
+            return client.update_customer(row.customer_id, **changes), UPDATED
+        except NotFound:
+            pass  # deleted at Autumn, or an earlier rename landed unseen: create it again
+        except Conflict as error:
+            raise Conflict(
+                error.status,
+                error.code,
+                f"Cannot rename Autumn customer {row.customer_id!r} to {payload.customer_id!r}: "
+                f"Autumn already has a customer with that id ({error.message}). Merge or delete one "
+                "of them in Autumn, or change AUTUMN['CUSTOMER_ID'].",
+                env=error.env,
+                body=error.body,
+                operation=error.operation,
+            ) from None
+    calls.append(contract.GET_OR_CREATE)
+    remote = client.get_or_create_customer(
+        payload.customer_id, **payload.fields, **mapping.get_or_create_options()
+    )
+    # For an existing customer Autumn ignores metadata and fingerprint and
+    # keeps a non-empty name or email: follow up with what it did not take.
+    stale = _differences(payload.fields, remote)
+    if stale:
+        calls.append(contract.UPDATE)
+        remote = client.update_customer(payload.customer_id, **stale)
+    return remote, CREATED
+
+
+def _differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``desired`` that ``remote`` does not hold yet. Metadata is
+    compared key by key (Autumn merges it); keys set elsewhere are left alone."""
+    changes: dict[str, Any] = {}
+    for name, value in desired.items():
+        if name == "metadata":
+            held = remote.get("metadata") or {}
+            wanted = {}
+            for key, item in (value or {}).items():
+                # None asks Autumn to drop the key: only worth sending if it is there.
+                if (key in held) if item is None else (held.get(key) != item):
+                    wanted[key] = item
+            if wanted:
+                changes["metadata"] = wanted
+        elif remote.get(name) != value:
+            changes[name] = value
+    return changes
+
+
+def _delete(row: Customer, client: AutumnClient, calls: list[str]) -> SyncResult:
+    try:
+        calls.append(contract.DELETE)
+        client.delete_customer(row.customer_id, delete_in_stripe=conf.get("DELETE_IN_STRIPE"))
+    except NotFound:
+        pass  # already gone (Autumn's delete is not idempotent): done
+    except AutumnError as error:
+        return _fail(row, error, calls)
+    deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
+    if not deleted:
+        raise _Stale  # the user came back or changed meanwhile
+    customer_synced.send(sender=Customer, customer=row, action=DELETED)
+    return SyncResult(DELETED, row.pk, row.customer_id, calls=calls)
+
+
+def _fail(row: Customer, error: Exception, calls: list[str]) -> SyncResult:
+    """Record a failed attempt on the row, keeping what it still has to do."""
+    retryable = getattr(error, "retryable", False)
+    attempts = row.attempts + 1
+    retry_at = timezone.now() + retry_delay(attempts, error) if retryable else None
+    state = Customer.State.DELETING if row.state == Customer.State.DELETING else Customer.State.FAILED
+    _require_version(
+        row, state=state, last_error=str(error)[:2000], attempts=attempts, next_attempt_at=retry_at
+    )
+    row.refresh_from_db()
+    logger.warning("Sync of Autumn customer %r failed (attempt %d): %s", row.customer_id, attempts, error)
+    customer_sync_failed.send(sender=Customer, customer=row, error=error)
+    if conf.get("RAISE_ERRORS"):
+        raise error
+    return SyncResult(FAILED, row.pk, row.customer_id, error=str(error), retry_at=retry_at, calls=calls)
+
+
+def retry_delay(attempts: int, error: Exception | None = None) -> timedelta:
+    """Exponential backoff with jitter, at least what Autumn asked for."""
+    base = float(conf.get("RETRY_DELAY"))
+    delay = min(base * 2 ** (attempts - 1), float(conf.get("RETRY_MAX_DELAY")))
+    delay *= random.uniform(0.8, 1.2)
+    asked = getattr(error, "retry_after", None) or 0
+    return timedelta(seconds=max(delay, asked))
+
+
+def _require_version(row: Customer, **values: Any) -> None:
+    """Write ``values`` only if nobody changed the row since we read it."""
+    values.setdefault("updated", timezone.now())
+    if not Customer.objects.filter(pk=row.pk, version=row.version).update(**values):
+        raise _Stale
