@@ -3,10 +3,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings as django_settings
 
 from autumn_django.client import AutumnClient, get_client
 from autumn_django.emulator import Emulator, EmulatorServer
 from autumn_django.testing import make_secret_key
+
+# tests/custom_user needs its own user model, so its own process (see
+# test_custom_user_model.py); the main run leaves it out.
+collect_ignore = [] if django_settings.AUTH_USER_MODEL == "custom_user.User" else ["custom_user"]
+# Likewise tests/services, which needs PostgreSQL and Redis (test_services.py).
+if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    collect_ignore.append("services")
 
 
 @pytest.fixture

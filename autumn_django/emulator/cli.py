@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a plan attached to every new customer (repeat)",
     )
     parser.add_argument("--latency-ms", type=float, default=0, help="added delay per request")
+    parser.add_argument(
+        "--latency-jitter-ms", type=float, default=0, help="vary the delay by up to this much either way"
+    )
     parser.add_argument("--rate-limits", action="store_true", help="enforce Autumn's published rate limits")
     parser.add_argument(
         "--fail-rate",
@@ -61,6 +64,7 @@ def build_emulator(options: argparse.Namespace) -> Emulator:
         default_plans=options.default_plan,
         rate_limits=options.rate_limits,
         latency_ms=options.latency_ms,
+        latency_jitter_ms=options.latency_jitter_ms,
         fail_rate=options.fail_rate,
         data_file=options.data,
     )

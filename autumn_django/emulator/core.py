@@ -121,7 +121,9 @@ class Emulator:
     e.g. ``{"am_sk_test_...": ["customers:read"]}``); ``plans`` are the plan ids
     that exist, ``default_plans`` those attached to every new customer.
     ``rate_limits`` turns on Autumn's published limits; ``latency_ms`` delays
-    every answer; ``fail_rate`` answers that fraction of requests with
+    every request, half on the way in and half on the way out, varied by up
+    to ``latency_jitter_ms`` either way so requests can overtake each other
+    as they do on a real network; ``fail_rate`` answers that fraction of requests with
     ``fail_status``. ``data_file`` keeps the customers across restarts.
     """
 
@@ -134,6 +136,7 @@ class Emulator:
         default_plans: Iterable[str] = (),
         rate_limits: bool = False,
         latency_ms: float = 0,
+        latency_jitter_ms: float = 0,
         fail_rate: float = 0.0,
         fail_status: int = 503,
         data_file: str | Path | None = None,
@@ -146,6 +149,7 @@ class Emulator:
         self.default_api_version = default_api_version
         self.rate_limits = rate_limits
         self.latency_ms = latency_ms
+        self.latency_jitter_ms = latency_jitter_ms
         self.fail_rate = fail_rate
         self.fail_status = fail_status
         self.clock = clock
@@ -175,6 +179,7 @@ class Emulator:
         self._windows: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._idempotency: dict[tuple[str, str], float] = {}
         self._scripted: list[_ScriptedFailure] = []
+        self._scripted_delays: list[list[Any]] = []  # [route, remaining, seconds]
         self.log: deque[LoggedRequest] = deque(maxlen=log_size)
         self.counts: Counter[str] = Counter()
         self._data_file = Path(data_file) if data_file else None
@@ -223,6 +228,15 @@ class Emulator:
                 _ScriptedFailure(route, count, status, code, message, dict(headers or {}), drop)
             )
 
+    def delay_next(self, count: int = 1, route: str | None = None, *, ms: float) -> None:
+        """Hold the next ``count`` calls to ``route`` (any when None) for ``ms``
+        before Autumn sees them: a request stuck on the network, which a later
+        request can overtake."""
+        if route is not None and route not in contract.ROUTES:
+            raise ValueError(f"Unknown route {route!r}; one of {', '.join(contract.ROUTES)}")
+        with self._lock:
+            self._scripted_delays.append([route, count, ms / 1000])
+
     def reset(self) -> None:
         """Forget customers, requests, counters, windows and scripted failures."""
         with self._lock:
@@ -233,6 +247,7 @@ class Emulator:
             self._windows.clear()
             self._idempotency.clear()
             self._scripted.clear()
+            self._scripted_delays.clear()
             self.log.clear()
             self.counts.clear()
             self._changed(reordered=True)
@@ -265,6 +280,10 @@ class Emulator:
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Answer one request exactly as Autumn would (plus any faults set up)."""
+        delay = self._delay()
+        held = self._held(path)
+        if delay or held:
+            time.sleep(delay / 2 + held)
         lower = {name.lower(): value for name, value in headers.items()}
         name = path.split("?", 1)[0].removeprefix("/v1/")
         route = name if path.startswith("/v1/") and name in contract.ROUTES else None
@@ -289,9 +308,27 @@ class Emulator:
         except _Refusal as refusal:
             response = refusal.response
         self._record(method, path, route, response, env, version_text, lower, body)
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+        if delay:
+            time.sleep(delay / 2)
         return response
+
+    def _held(self, path: str) -> float:
+        route = path.split("?", 1)[0].removeprefix("/v1/")
+        with self._lock:
+            for entry in self._scripted_delays:
+                if entry[0] in (None, route) and entry[1] > 0:
+                    entry[1] -= 1
+                    self._scripted_delays = [e for e in self._scripted_delays if e[1] > 0]
+                    return float(entry[2])
+        return 0.0
+
+    def _delay(self) -> float:
+        """Seconds this request spends on the wire (both ways together)."""
+        if not self.latency_ms and not self.latency_jitter_ms:
+            return 0.0
+        with self._lock:
+            jitter = self._random.uniform(-self.latency_jitter_ms, self.latency_jitter_ms)
+        return max(0.0, self.latency_ms + jitter) / 1000
 
     def _dispatch(self, route: str, version: ApiVersion, env: str, body: JSONDict) -> Response:
         handler = {

@@ -1,0 +1,208 @@
+"""Background workers on real servers (run by tests/test_services.py in a
+pytest of its own, with tests/settings_services.py)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from autumn_django.models import Customer
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ROUNDS = 15
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def worker_env(server, settings, **extra):
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_services",
+        "AUTUMN_TEST_PG_NAME": connection.settings_dict["NAME"],
+        "AUTUMN_BASE_URL": server.url,
+        "AUTUMN_SECRET_KEY": settings.AUTUMN["SECRET_KEY"],
+        **extra,
+    }
+
+
+def wait_for(condition, timeout=60.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_db_workers(server, settings, count=2):
+    command = [sys.executable, "-m", "django", "db_worker", "--interval", "0.02", "--no-startup-delay"]
+    return [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=worker_env(server, settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop(workers):
+    for worker in workers:
+        worker.terminate()
+    return [worker.communicate(timeout=20)[1] for worker in workers]
+
+
+def queue_drained():
+    from django_tasks_db.models import DBTaskResult
+
+    return not DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).exists()
+
+
+def test_an_older_push_landing_after_a_newer_one_is_pushed_over(
+    autumn_emulator_server, django_user_model, settings
+):
+    """Worker A pushes email 1 and its request is held on the wire; meanwhile
+    the user saves email 2 and worker B pushes it. A's push lands last, then
+    A sees the row changed under it and pushes the latest again."""
+    emulator = autumn_emulator_server.emulator
+    workers = start_db_workers(autumn_emulator_server, settings)
+    try:
+        user = django_user_model.objects.create_user(username="race", email="race-0@example.com")
+        wait_for(lambda: Customer.objects.filter(user=user, state="synced").exists(), what="the first sync")
+        emulator.delay_next(1, "customers.update", ms=1500)
+        user.email = "race-1@example.com"
+        user.save()
+        time.sleep(0.4)  # a worker polls every 20 ms: A's request is now held on the wire
+        user.email = "race-2@example.com"
+        user.save()
+        wait_for(
+            lambda: queue_drained() and Customer.objects.get(user=user).state == "synced", what="both syncs"
+        )
+    finally:
+        errors = stop(workers)
+    updates = [entry.body.get("email") for entry in emulator.requests("customers.update")]
+    assert updates[:2] == ["race-2@example.com", "race-1@example.com"], (updates, errors)  # B landed first
+    assert updates[-1] == "race-2@example.com"  # A pushed the latest over its own stale one
+    assert emulator.customer(str(user.pk))["email"] == "race-2@example.com"
+    row = Customer.objects.get(user=user)
+    assert (row.state, row.email) == ("synced", "race-2@example.com")
+
+
+def test_two_database_workers_never_lose_the_later_change(
+    autumn_emulator_server, django_user_model, settings
+):
+    from django_tasks_db.models import DBTaskResult
+
+    emulator = autumn_emulator_server.emulator
+    # Pushes take time and may overtake each other, so the workers' syncs of
+    # one user overlap and an older push can land after a newer one.
+    emulator.latency_ms, emulator.latency_jitter_ms = 30, 30
+    users = [
+        django_user_model.objects.create_user(username=f"user{n}", email=f"user{n}-start@example.com")
+        for n in range(4)
+    ]
+    assert emulator.requests() == []  # enqueued in the database, not run here
+    workers = start_db_workers(autumn_emulator_server, settings)
+    try:
+        pace = random.Random(7)
+        for round_ in range(ROUNDS):  # changes land while both workers push
+            for user in users:
+                user.email = f"{user.username}-{round_}@example.com"
+                user.save()
+                time.sleep(pace.uniform(0, 0.05))
+        wait_for(queue_drained, what="the task queue to drain")
+    finally:
+        errors = stop(workers)
+    for user in users:
+        latest = f"{user.username}-{ROUNDS - 1}@example.com"
+        assert emulator.customer(str(user.pk))["email"] == latest, errors
+        row = Customer.objects.get(user=user)
+        assert (row.state, row.email) == ("synced", latest)
+    assert len(emulator.customers()) == len(users)
+    assert not DBTaskResult.objects.filter(status="FAILED").exists()
+    worker_ids = {
+        worker_id for ids in DBTaskResult.objects.values_list("worker_ids", flat=True) for worker_id in ids
+    }
+    assert len(worker_ids) == 2  # both workers took part
+
+
+def test_the_rq_backend_syncs_on_an_rq_worker(autumn_emulator_server, django_user_model, settings):
+    import django_rq
+
+    settings.AUTUMN = {**settings.AUTUMN, "TASK_BACKEND": "rq"}
+    django_rq.get_connection("default").flushdb()
+    emulator = autumn_emulator_server.emulator
+    env = worker_env(autumn_emulator_server, settings, AUTUMN_TASK_BACKEND="rq")
+    command = [
+        sys.executable,
+        "-m",
+        "django",
+        "rqworker",
+        "default",
+        "--burst",
+        "--job-class",
+        "django_tasks_rq.backend.Job",
+    ]
+
+    def run_worker():
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    user = django_user_model.objects.create_user(username="rq", email="rq@example.com")
+    assert emulator.requests() == [] and Customer.objects.get(user=user).state == "pending"
+    run_worker()
+    assert emulator.customer(str(user.pk))["email"] == "rq@example.com"
+    assert Customer.objects.get(user=user).state == "synced"
+
+    user.email = "rq2@example.com"
+    user.save()
+    run_worker()
+    assert emulator.customer(str(user.pk))["email"] == "rq2@example.com"
+
+    customer_id = str(user.pk)
+    user.delete()
+    run_worker()
+    assert emulator.customer(customer_id) is None and Customer.objects.count() == 0
+
+
+def test_a_retryable_failure_re_enqueues_the_task_for_later(
+    autumn_emulator_server, django_user_model, settings
+):
+    """The database backend can defer, so a failed sync schedules its own retry."""
+    from django_tasks_db.models import DBTaskResult
+
+    autumn_emulator_server.emulator.fail_next(50, status=503, headers={"Retry-After": "0"})
+    user = django_user_model.objects.create_user(username="later", email="later@example.com")
+    command = [
+        sys.executable,
+        "-m",
+        "django",
+        "db_worker",
+        "--batch",
+        "--max-tasks",
+        "1",
+        "--no-startup-delay",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=worker_env(autumn_emulator_server, settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = Customer.objects.get(user=user)
+    assert row.state == "failed" and row.next_attempt_at
+    retry = DBTaskResult.objects.get(status="READY")
+    assert retry.args_kwargs == {"args": [row.pk], "kwargs": {}}
+    assert abs((retry.run_after - row.next_attempt_at).total_seconds()) < 1

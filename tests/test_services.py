@@ -1,0 +1,70 @@
+"""Tests that need real servers: PostgreSQL (two database workers at once)
+and Redis (the RQ backend). They run in a pytest of their own with
+tests/settings_services.py. Where a server is absent they are skipped with
+the reason, except in CI (CI=true), where they must run."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = (os.environ.get("AUTUMN_TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("AUTUMN_TEST_PG_PORT", "5432")))
+REDIS = ("127.0.0.1", 6379)
+
+
+def reachable(address):
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(*servers):
+    for name, address in servers:
+        if reachable(address):
+            continue
+        reason = f"{name} is not reachable at {address[0]}:{address[1]}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}, and CI must run this test")
+        pytest.skip(reason)
+
+
+def run_services_tests(expression, expected):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--ds",
+            "tests.settings_services",
+            "tests/services",
+            "-k",
+            expression,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"{expected} passed" in result.stdout
+
+
+def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_later():
+    """Two db_worker processes at once, an older push overtaking a newer one,
+    and a failed sync re-enqueued for its next_attempt_at."""
+    require(("PostgreSQL", PG))
+    run_services_tests("not rq", 3)
+
+
+def test_the_rq_backend_end_to_end_on_redis():
+    require(("PostgreSQL", PG), ("Redis", REDIS))
+    run_services_tests("rq", 1)
