@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,7 +105,7 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     if row is not None:
         return _bump(row, Customer.State.PENDING, using)
     try:
-        with transaction.atomic(using=using):
+        with _savepoint(using):
             return Customer.objects.using(using).create(
                 user=user, env=env, customer_id=payload.customer_id, state=Customer.State.PENDING
             )
@@ -156,7 +157,7 @@ def _record_mapping_error(user: Any, row: Customer | None, message: str, env: st
         )
         return
     try:
-        with transaction.atomic(using=using):
+        with _savepoint(using):
             # The row needs some id; the refused one is recorded for the admin to see.
             Customer.objects.using(using).create(
                 user=user,
@@ -220,25 +221,25 @@ def _push(row: Customer, client: AutumnClient, calls: list[str], *, force: bool)
         remote, action = _send(client, row, payload, known, force, calls)
     except AutumnError as error:
         return _fail(row, error, calls)
-    columns = Customer.remote_columns(remote)
+    values = {
+        **Customer.remote_columns(remote),
+        "state": Customer.State.SYNCED,
+        "payload_hash": payload.hash,
+        "last_error": "",
+        "attempts": 0,
+        "next_attempt_at": None,
+    }
     try:
-        with transaction.atomic():
-            _require_version(
-                row,
-                **columns,
-                state=Customer.State.SYNCED,
-                payload_hash=payload.hash,
-                last_error="",
-                attempts=0,
-                next_attempt_at=None,
-            )
+        with _savepoint(Customer.objects.db):
+            _require_version(row, **values)
     except IntegrityError:
         message = (
-            f"Autumn customer {columns['customer_id']!r} is already mirrored by another row; "
+            f"Autumn customer {values['customer_id']!r} is already mirrored by another row; "
             "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
         )
         return _fail(row, MappingError(message), calls)
-    row.refresh_from_db()
+    for name, value in values.items():
+        setattr(row, name, value)
     customer_synced.send(sender=Customer, customer=row, action=action)
     return SyncResult(action, row.pk, row.customer_id, calls=calls)
 
@@ -323,10 +324,15 @@ def _fail(row: Customer, error: Exception, calls: list[str]) -> SyncResult:
     attempts = row.attempts + 1
     retry_at = timezone.now() + retry_delay(attempts, error) if retryable else None
     state = Customer.State.DELETING if row.state == Customer.State.DELETING else Customer.State.FAILED
-    _require_version(
-        row, state=state, last_error=str(error)[:2000], attempts=attempts, next_attempt_at=retry_at
-    )
-    row.refresh_from_db()
+    values = {
+        "state": state,
+        "last_error": str(error)[:2000],
+        "attempts": attempts,
+        "next_attempt_at": retry_at,
+    }
+    _require_version(row, **values)
+    for name, value in values.items():
+        setattr(row, name, value)
     logger.warning("Sync of Autumn customer %r failed (attempt %d): %s", row.customer_id, attempts, error)
     customer_sync_failed.send(sender=Customer, customer=row, error=error)
     if conf.get("RAISE_ERRORS"):
@@ -341,6 +347,16 @@ def retry_delay(attempts: int, error: Exception | None = None) -> timedelta:
     delay *= random.uniform(0.8, 1.2)
     asked = getattr(error, "retry_after", None) or 0
     return timedelta(seconds=max(delay, asked))
+
+
+def _savepoint(using: str) -> Any:
+    """A savepoint where an IntegrityError must not break the caller's
+    transaction; nothing (no BEGIN/COMMIT) in autocommit, where it cannot."""
+    return (
+        transaction.atomic(using=using)
+        if transaction.get_connection(using).in_atomic_block
+        else nullcontext()
+    )
 
 
 def _require_version(row: Customer, **values: Any) -> None:

@@ -15,6 +15,8 @@ DATABASES = {
         "NAME": os.environ.get("AUTUMN_TEST_PG_NAME", "test"),
         "USER": os.environ.get("AUTUMN_TEST_PG_USER", "postgres"),
         "PASSWORD": os.environ.get("AUTUMN_TEST_PG_PASSWORD", ""),
+        # One test database per run, so two suites at once do not collide.
+        "TEST": {"NAME": f"test_autumn_django_{os.getpid()}"},
     }
 }
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks", "django_tasks_db", "django_rq"]  # noqa: F405
