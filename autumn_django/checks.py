@@ -35,4 +35,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="autumn_django.W001",
             )
         )
+    messages.extend(_check_task_routing())
     return messages
+
+
+def _check_task_routing() -> list[CheckMessage]:
+    """The backend alias and queue the sync tasks go to must exist, or every
+    save would log an enqueue failure."""
+    from .compat import task_backends
+
+    alias, queue = conf.get("TASK_BACKEND"), conf.get("TASK_QUEUE")
+    if not isinstance(alias, str) or not isinstance(queue, str):
+        return []  # reported by conf.problems()
+    if alias not in task_backends.settings:
+        return [
+            Error(
+                f'AUTUMN["TASK_BACKEND"] is {alias!r}, which is not an alias in settings.TASKS.',
+                hint=f"Use one of: {', '.join(sorted(task_backends.settings))}.",
+                id="autumn_django.E002",
+            )
+        ]
+    queues = task_backends[alias].queues
+    if queues and queue not in queues:
+        return [
+            Error(
+                f'AUTUMN["TASK_QUEUE"] is {queue!r}, which task backend {alias!r} does not serve.',
+                hint=f'Add it to settings.TASKS["{alias}"]["QUEUES"] or use one of: '
+                f"{', '.join(sorted(queues))}.",
+                id="autumn_django.E002",
+            )
+        ]
+    return []

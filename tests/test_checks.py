@@ -53,3 +53,20 @@ def test_manage_py_check_runs_the_autumn_checks():
     with override_settings(AUTUMN={}):
         with pytest.raises(SystemCheckError, match="autumn_django.E001"):
             call_command("check")
+
+
+def test_a_task_backend_alias_missing_from_tasks_is_an_error():
+    with override_settings(AUTUMN={"SECRET_KEY": make_secret_key(), "TASK_BACKEND": "billing"}):
+        messages = check_settings()
+    assert [m.id for m in messages] == ["autumn_django.E002"]
+    assert "not an alias in settings.TASKS" in messages[0].msg
+
+
+def test_a_queue_the_backend_does_not_serve_is_an_error():
+    tasks = {
+        "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": ["default"]}
+    }
+    with override_settings(TASKS=tasks, AUTUMN={"SECRET_KEY": make_secret_key(), "TASK_QUEUE": "billing"}):
+        messages = check_settings()
+    assert [m.id for m in messages] == ["autumn_django.E002"]
+    assert "does not serve" in messages[0].msg

@@ -360,3 +360,25 @@ def test_next_attempt_at_is_an_aware_datetime(autumn_emulator, make_user):
     autumn_emulator.fail_next(50, status=503)
     row = Customer.objects.get(user=make_user())
     assert isinstance(row.next_attempt_at, datetime.datetime) and row.next_attempt_at.tzinfo
+
+
+def test_tasks_go_to_the_configured_backend_and_queue(autumn_emulator, make_user, settings):
+    from django_tasks.signals import task_enqueued
+
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"},
+        "billing": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend", "QUEUES": ["autumn"]},
+    }
+    autumn_settings(settings, TASK_BACKEND="billing", TASK_QUEUE="autumn")
+    seen = []
+    task_enqueued.connect(
+        lambda sender, task_result, **kw: seen.append(task_result), weak=False, dispatch_uid="t3"
+    )
+    try:
+        user = make_user()
+    finally:
+        task_enqueued.disconnect(dispatch_uid="t3")
+    [result] = seen
+    row = Customer.objects.get(user=user)
+    assert (result.backend, result.task.queue_name, result.args) == ("billing", "autumn", [row.pk])
+    assert row.state == "synced"
