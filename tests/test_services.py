@@ -5,13 +5,11 @@ the reason, except in CI (CI=true), where they must run."""
 
 import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .separate_run import run_pytest
+
 PG = (os.environ.get("AUTUMN_TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("AUTUMN_TEST_PG_PORT", "5432")))
 REDIS = ("127.0.0.1", 6379)
 
@@ -35,27 +33,7 @@ def require(*servers):
 
 
 def run_services_tests(expression, expected):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--ds",
-            "tests.settings_services",
-            "tests/services",
-            "-k",
-            expression,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert f"{expected} passed" in result.stdout
+    run_pytest("tests.settings_services", "tests/services", "-k", expression, expected_passed=expected)
 
 
 def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_later():
