@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from html import unescape
 from typing import Any, Literal
@@ -51,7 +52,7 @@ from .exceptions import (
 
 logger = logging.getLogger("autumn_django.client")
 
-__all__ = ["UNSET", "AutumnClient", "get_client"]
+__all__ = ["UNSET", "AutumnClient", "RateLimiter", "get_client", "published_rate_limits"]
 
 
 class _Unset:
@@ -85,6 +86,29 @@ class _Retry(Retry):
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.max_retry_after)
+
+
+class RateLimiter:
+    """Paces calls per route to at most ``limits[route]`` a second, spread
+    evenly, across all threads sharing it; a route not in ``limits`` is not
+    paced. Spreading (rather than bursting up to the limit) keeps every one
+    of Autumn's fixed one-second windows under the limit."""
+
+    def __init__(self, limits: Mapping[str, float]) -> None:
+        self.limits = {route: rate for route, rate in limits.items() if rate}
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, route: str) -> None:
+        rate = self.limits.get(route)
+        if not rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(route, now))
+            self._next[route] = slot + 1 / rate
+        if slot > now:
+            time.sleep(slot - now)
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -122,6 +146,7 @@ class AutumnClient:
         max_retries: int = conf.DEFAULTS["MAX_RETRIES"],
         pool_size: int = 10,
         backoff_factor: float = 0.5,
+        rate_limits: Mapping[str, float] | None = None,
     ) -> None:
         problem = conf.secret_key_problem(secret_key)
         if problem:
@@ -137,6 +162,9 @@ class AutumnClient:
         self.timeout = conf.normalize_timeout(timeout)
         self.max_retries = max_retries
         self.session = self._create_session(pool_size, backoff_factor)
+        self.rate_limiter = RateLimiter(rate_limits) if rate_limits else None
+        self.calls: Counter[str] = Counter()  # per route, for summaries
+        self._calls_lock = threading.Lock()
 
     def _create_session(self, pool_size: int, backoff_factor: float) -> requests.Session:
         retry = _Retry(
@@ -338,6 +366,10 @@ class AutumnClient:
     # --- transport ------------------------------------------------------------
 
     def _call(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.rate_limiter is not None:
+            self.rate_limiter.wait(route)
+        with self._calls_lock:
+            self.calls[route] += 1
         path = contract.path(route)
         body = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         started = time.monotonic()
@@ -458,6 +490,19 @@ def _describe_transport_error(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ConnectionError):
         return "connection failed or was dropped"
     return type(exc).__name__
+
+
+def published_rate_limits(api_version: str, headroom: float = 0.9) -> dict[str, float]:
+    """Autumn's published per-second limits for a version, times ``headroom``
+    so that timing jitter on the way does not tip a window over."""
+    version = contract.parse_api_version(api_version) or contract.MIN_SUPPORTED_VERSION
+    org_cap = contract.ORG_CAP.limit / contract.ORG_CAP.window_seconds
+    limits = {
+        route: float(contract.endpoint_rate_limit(route, version).limit)
+        for route in (contract.LIST, contract.UPDATE, contract.DELETE)
+    }
+    limits[contract.GET_OR_CREATE] = limits[contract.GET] = org_cap
+    return {route: rate * headroom for route, rate in limits.items()}
 
 
 _clients: dict[conf.AutumnSettings, AutumnClient] = {}

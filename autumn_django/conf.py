@@ -46,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
     "TASK_QUEUE": "default",
     "RETRY_DELAY": 30,  # seconds before the first retry of a failed sync; doubles each time
     "RETRY_MAX_DELAY": 6 * 3600,
+    # --- autumn_sync ---
+    # Client-side pacing per route, calls a second. None: Autumn's published
+    # limits less 10%; a dict overrides routes ("customers.update": 25, ...);
+    # False: no pacing.
+    "RATE_LIMITS": None,
 }
 
 #: Settings that name a function: a callable or its dotted import path.
@@ -265,6 +270,22 @@ def _check_engine(values: dict[str, Any]) -> list[Problem]:
     for name in ("TASK_BACKEND", "TASK_QUEUE"):
         if not isinstance(values[name], str) or not values[name]:
             found.append(Problem(name, f"must be a non-empty string, not {values[name]!r}."))
+    limits = values["RATE_LIMITS"]
+    if limits not in (None, False):
+        if not isinstance(limits, dict):
+            found.append(Problem("RATE_LIMITS", f"must be None, False or a dict, not {limits!r}."))
+        else:
+            for route, rate in limits.items():
+                if route not in contract.ROUTES:
+                    found.append(
+                        Problem("RATE_LIMITS", f"names {route!r}, not one of {', '.join(contract.ROUTES)}.")
+                    )
+                elif rate is not None and (
+                    isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0
+                ):
+                    found.append(
+                        Problem("RATE_LIMITS", f"gives {route!r} {rate!r}; use calls a second, or None.")
+                    )
     for name in ("RETRY_DELAY", "RETRY_MAX_DELAY"):
         number = values[name]
         if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:

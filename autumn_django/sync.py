@@ -173,19 +173,129 @@ def _record_mapping_error(user: Any, row: Customer | None, message: str, env: st
 # --- later: talking to Autumn --------------------------------------------------
 
 
-def sync(customer_pk: int, *, client: AutumnClient | None = None) -> SyncResult:
+@dataclass
+class Plan:
+    """What one row and user call for, decided without a query or a request.
+
+    ``kind`` is ``"push"``, ``"delete"``, ``"retire"`` (the user stopped
+    qualifying: mark the row deleting first), ``"invalid"`` (the mapping gives
+    what Autumn refuses), or one of ``UNCHANGED``, ``SKIPPED``, ``KEPT``.
+    """
+
+    kind: str
+    row: Customer | None
+    user: Any = None
+    payload: Payload | None = None
+    known: bool = False
+    error: Exception | None = None
+
+
+PUSH, DELETE, RETIRE, INVALID = "push", "delete", "retire", "invalid"
+
+
+@dataclass
+class Outcome:
+    """What the requests for one plan did (no database work is done here)."""
+
+    action: str
+    remote: dict[str, Any] | None = None
+    error: Exception | None = None
+    calls: list[str] = field(default_factory=list)
+
+
+def plan(row: Customer | None, user: Any, env: str, *, force: bool = False) -> Plan:
+    """Decide what bringing ``row`` (None for a user never mirrored) and
+    ``user`` to the desired state takes. Pure: the rules, no I/O."""
+    if row is not None and row.state == Customer.State.DELETING:
+        return Plan(DELETE, row, user)
+    if user is None:  # unlinked and kept ("keep" policy): nothing to push
+        return Plan(SKIPPED, row)
+    if not mapping.should_sync(user):
+        if row is None:
+            return Plan(SKIPPED, row, user)
+        return Plan(KEPT if conf.get("DELETE_POLICY") == "keep" else RETIRE, row, user)
+    try:
+        payload = mapping.payload_for(user)
+    except MappingError as error:
+        return Plan(INVALID, row, user, error=error)
+    known = row is not None and row.is_known_remotely and row.env == env
+    if (
+        not force
+        and known
+        and row is not None
+        and row.state == Customer.State.SYNCED
+        and row.payload_hash == payload.hash
+        and row.customer_id == payload.customer_id
+    ):
+        return Plan(UNCHANGED, row, user, payload, known)
+    return Plan(PUSH, row, user, payload, known)
+
+
+def execute(plan: Plan, client: AutumnClient, *, force: bool = False) -> Outcome:
+    """Make the requests a push or delete plan calls for. Thread-safe; it
+    touches no database, so a pool of threads can run many at once."""
+    calls: list[str] = []
+    try:
+        if plan.kind == DELETE:
+            assert plan.row is not None
+            _delete_remote(client, plan.row, calls)
+            return Outcome(DELETED, calls=calls)
+        assert plan.payload is not None
+        remote, action = _send(client, plan.row, plan.payload, plan.known, force, calls)
+        return Outcome(action, remote, calls=calls)
+    except AutumnError as error:
+        return Outcome(FAILED, error=error, calls=calls)
+
+
+def synced_values(remote: dict[str, Any], payload: Payload) -> dict[str, Any]:
+    """The row's columns once Autumn has confirmed ``payload``."""
+    return {
+        **Customer.remote_columns(remote),
+        "state": Customer.State.SYNCED,
+        "payload_hash": payload.hash,
+        "last_error": "",
+        "attempts": 0,
+        "next_attempt_at": None,
+    }
+
+
+def failure_values(row: Customer, error: Exception) -> dict[str, Any]:
+    """The row's columns after a failed attempt: still to do, and why not."""
+    retryable = getattr(error, "retryable", False)
+    attempts = row.attempts + 1
+    return {
+        "state": Customer.State.DELETING if row.state == Customer.State.DELETING else Customer.State.FAILED,
+        "last_error": str(error)[:2000],
+        "attempts": attempts,
+        "next_attempt_at": timezone.now() + retry_delay(attempts, error) if retryable else None,
+    }
+
+
+def sync(customer_pk: int, *, client: AutumnClient | None = None, force: bool = False) -> SyncResult:
     """Bring one mirror row and its Autumn customer to the desired state:
-    push a pending or failed row, delete a deleting one."""
+    push a pending or failed row, delete a deleting one. ``force`` pushes
+    every field even when the row says Autumn has them."""
     client = client or get_client()
+    env = mapping.current_env()
     calls: list[str] = []
     for _ in range(MAX_ROUNDS):
         row = Customer.objects.select_related("user").filter(pk=customer_pk).first()
         if row is None:
             return SyncResult(SKIPPED, customer_pk, calls=calls)
+        forced = force or bool(calls)
+        step = plan(row, row.user, env, force=forced)
         try:
-            if row.state == Customer.State.DELETING:
-                return _delete(row, client, calls)
-            return _push(row, client, calls, force=bool(calls))
+            if step.kind == RETIRE:
+                _require_version(row, state=Customer.State.DELETING, version=F("version") + 1)
+                raise _Stale
+            if step.kind in (UNCHANGED, SKIPPED, KEPT):
+                return SyncResult(step.kind, row.pk, row.customer_id, calls=calls)
+            if step.kind == INVALID:
+                assert step.error is not None
+                return _fail(row, step.error, calls)
+            outcome = execute(step, client, force=forced)
+            calls.extend(outcome.calls)
+            return _record(row, step, outcome, calls)
         except _Stale:
             continue
     logger.warning(
@@ -194,61 +304,41 @@ def sync(customer_pk: int, *, client: AutumnClient | None = None) -> SyncResult:
     return SyncResult(SKIPPED, customer_pk, calls=calls, error="changed during sync")
 
 
-def _push(row: Customer, client: AutumnClient, calls: list[str], *, force: bool) -> SyncResult:
-    user = row.user
-    if user is None:  # unlinked and kept ("keep" policy): nothing to push
-        return SyncResult(SKIPPED, row.pk, row.customer_id, calls=calls)
-    if not mapping.should_sync(user):
-        if conf.get("DELETE_POLICY") == "keep":
-            return SyncResult(KEPT, row.pk, row.customer_id, calls=calls)
-        _require_version(row, state=Customer.State.DELETING, version=F("version") + 1)
-        raise _Stale
-    try:
-        payload = mapping.payload_for(user)
-    except MappingError as error:
-        return _fail(row, error, calls)
-    env = mapping.current_env()
-    known = row.is_known_remotely and row.env == env
-    if (
-        not force
-        and known
-        and row.state == Customer.State.SYNCED
-        and row.payload_hash == payload.hash
-        and row.customer_id == payload.customer_id
-    ):
-        return SyncResult(UNCHANGED, row.pk, row.customer_id, calls=calls)
-    try:
-        remote, action = _send(client, row, payload, known, force, calls)
-    except AutumnError as error:
-        return _fail(row, error, calls)
-    values = {
-        **Customer.remote_columns(remote),
-        "state": Customer.State.SYNCED,
-        "payload_hash": payload.hash,
-        "last_error": "",
-        "attempts": 0,
-        "next_attempt_at": None,
-    }
+def _record(row: Customer, step: Plan, outcome: Outcome, calls: list[str]) -> SyncResult:
+    """Write one outcome on its row, if the row is as it was read."""
+    if outcome.error is not None:
+        return _fail(row, outcome.error, calls)
+    if outcome.action == DELETED:
+        deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
+        if not deleted:
+            raise _Stale  # the user came back or changed meanwhile
+        customer_synced.send(sender=Customer, customer=row, action=DELETED)
+        return SyncResult(DELETED, row.pk, row.customer_id, calls=calls)
+    assert outcome.remote is not None and step.payload is not None
+    values = synced_values(outcome.remote, step.payload)
     try:
         with _savepoint(Customer.objects.db):
             _require_version(row, **values)
     except IntegrityError:
-        message = (
-            f"Autumn customer {values['customer_id']!r} is already mirrored by another row; "
-            "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
-        )
-        return _fail(row, MappingError(message), calls)
+        return _fail(row, MappingError(_duplicate_message(values["customer_id"])), calls)
     for name, value in values.items():
         setattr(row, name, value)
-    customer_synced.send(sender=Customer, customer=row, action=action)
-    return SyncResult(action, row.pk, row.customer_id, calls=calls)
+    customer_synced.send(sender=Customer, customer=row, action=outcome.action)
+    return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
+
+
+def _duplicate_message(customer_id: str) -> str:
+    return (
+        f"Autumn customer {customer_id!r} is already mirrored by another row; "
+        "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
+    )
 
 
 def _send(
-    client: AutumnClient, row: Customer, payload: Payload, known: bool, force: bool, calls: list[str]
+    client: AutumnClient, row: Customer | None, payload: Payload, known: bool, force: bool, calls: list[str]
 ) -> tuple[dict[str, Any], str]:
     """The requests for one push; returns Autumn's customer and the action."""
-    if known:
+    if known and row is not None:
         rename = payload.customer_id != row.customer_id
         changes = dict(payload.fields) if force else _differences(payload.fields, row.data or {})
         if not changes and not rename:
@@ -303,41 +393,33 @@ def _differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, A
     return changes
 
 
-def _delete(row: Customer, client: AutumnClient, calls: list[str]) -> SyncResult:
+def _delete_remote(client: AutumnClient, row: Customer, calls: list[str]) -> None:
     try:
         calls.append(contract.DELETE)
         client.delete_customer(row.customer_id, delete_in_stripe=conf.get("DELETE_IN_STRIPE"))
     except NotFound:
         pass  # already gone (Autumn's delete is not idempotent): done
-    except AutumnError as error:
-        return _fail(row, error, calls)
-    deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
-    if not deleted:
-        raise _Stale  # the user came back or changed meanwhile
-    customer_synced.send(sender=Customer, customer=row, action=DELETED)
-    return SyncResult(DELETED, row.pk, row.customer_id, calls=calls)
 
 
 def _fail(row: Customer, error: Exception, calls: list[str]) -> SyncResult:
     """Record a failed attempt on the row, keeping what it still has to do."""
-    retryable = getattr(error, "retryable", False)
-    attempts = row.attempts + 1
-    retry_at = timezone.now() + retry_delay(attempts, error) if retryable else None
-    state = Customer.State.DELETING if row.state == Customer.State.DELETING else Customer.State.FAILED
-    values = {
-        "state": state,
-        "last_error": str(error)[:2000],
-        "attempts": attempts,
-        "next_attempt_at": retry_at,
-    }
+    values = failure_values(row, error)
     _require_version(row, **values)
     for name, value in values.items():
         setattr(row, name, value)
-    logger.warning("Sync of Autumn customer %r failed (attempt %d): %s", row.customer_id, attempts, error)
+    report_failure(row, error)
+    return SyncResult(
+        FAILED, row.pk, row.customer_id, error=str(error), retry_at=values["next_attempt_at"], calls=calls
+    )
+
+
+def report_failure(row: Customer, error: Exception) -> None:
+    """Log and signal a failure already recorded on ``row``; raise it when
+    the site asked for errors (``RAISE_ERRORS``)."""
+    logger.warning("Sync of Autumn customer %r failed (attempt %d): %s", row.customer_id, row.attempts, error)
     customer_sync_failed.send(sender=Customer, customer=row, error=error)
     if conf.get("RAISE_ERRORS"):
         raise error
-    return SyncResult(FAILED, row.pk, row.customer_id, error=str(error), retry_at=retry_at, calls=calls)
 
 
 def retry_delay(attempts: int, error: Exception | None = None) -> timedelta:

@@ -35,8 +35,24 @@ def sync_customer(customer_pk: int) -> dict[str, Any]:
     return result.as_dict()
 
 
+@task()
+def sync_users(user_pks: list[Any]) -> dict[str, Any]:
+    """One chunk of ``autumn_sync --enqueue``: the bulk push over these users."""
+    from django.contrib.auth import get_user_model
+
+    from .bulk import BulkSync, bulk_client
+
+    users = get_user_model()._default_manager.filter(pk__in=user_pks).order_by("pk")
+    summary = BulkSync(bulk_client(4), concurrency=4).push(users, include_deleting=False)
+    return summary.as_dict()
+
+
 def configured(**options: Any) -> Any:
     return sync_customer.using(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"), **options)
+
+
+def configured_sync_users() -> Any:
+    return sync_users.using(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"))
 
 
 def enqueue_after_commit(row: Any, using: str = "default") -> None:

@@ -510,3 +510,46 @@ def test_a_200_that_is_not_json_is_an_api_error():
 def test_the_request_body_is_compact_json(client, autumn_emulator):
     client.get_or_create_customer("42", name="Jane")
     assert json.dumps(autumn_emulator.requests()[0].body) == '{"customer_id": "42", "name": "Jane"}'
+
+
+def test_the_rate_limiter_spreads_calls_evenly_across_threads():
+    import threading
+
+    from autumn_django.client import RateLimiter
+
+    limiter = RateLimiter({"customers.update": 50})
+    stamps = []
+
+    def call():
+        for _ in range(10):
+            limiter.wait("customers.update")
+            stamps.append(time.monotonic())
+        limiter.wait("customers.list")  # not limited: no wait
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps.sort()
+    assert time.monotonic() - started >= 29 / 50 - 0.02  # 30 calls at 50/s
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert min(gaps) > 0.01  # never a burst
+
+
+def test_published_rate_limits_follow_the_version_with_headroom():
+    from autumn_django.client import published_rate_limits
+
+    assert published_rate_limits("2.1", headroom=1)["customers.list"] == 5
+    assert published_rate_limits("2.3", headroom=1)["customers.list"] == 50
+    limits = published_rate_limits("2.1")
+    assert limits["customers.update"] == pytest.approx(22.5)
+    assert limits["customers.get_or_create"] == pytest.approx(3600)
+
+
+def test_the_client_counts_its_calls_per_route(client):
+    client.get_or_create_customer("1")
+    client.get_customer("1")
+    client.get_customer("1")
+    assert client.calls == {"customers.get_or_create": 1, "customers.get": 2}

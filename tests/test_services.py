@@ -38,9 +38,10 @@ def run_services_tests(expression, expected):
 
 def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_later():
     """Two db_worker processes at once, an older push overtaking a newer one,
-    and a failed sync re-enqueued for its next_attempt_at."""
+    a failed sync re-enqueued for its next_attempt_at, and autumn_sync
+    --enqueue done by a worker."""
     require(("PostgreSQL", PG))
-    run_services_tests("not rq", 3)
+    run_services_tests("not rq", 4)
 
 
 def test_the_rq_backend_end_to_end_on_redis():

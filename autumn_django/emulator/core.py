@@ -123,8 +123,9 @@ class Emulator:
     ``rate_limits`` turns on Autumn's published limits; ``latency_ms`` delays
     every request, half on the way in and half on the way out, varied by up
     to ``latency_jitter_ms`` either way so requests can overtake each other
-    as they do on a real network; ``fail_rate`` answers that fraction of requests with
-    ``fail_status``. ``data_file`` keeps the customers across restarts.
+    as they do on a real network; ``fail_rate`` answers that fraction of
+    requests with ``fail_status`` (one status, or several picked at random).
+    ``data_file`` keeps the customers across restarts.
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class Emulator:
         latency_ms: float = 0,
         latency_jitter_ms: float = 0,
         fail_rate: float = 0.0,
-        fail_status: int = 503,
+        fail_status: int | Iterable[int] = 503,
         data_file: str | Path | None = None,
         clock: Callable[[], float] = time.time,
         log_size: int = 10_000,
@@ -386,7 +387,8 @@ class Emulator:
                         return Response(0, drop=True)
                     return _failure(failure.status, failure.code, failure.message, failure.headers)
             if self.fail_rate and self._random.random() < self.fail_rate:
-                return _failure(self.fail_status)
+                statuses = [self.fail_status] if isinstance(self.fail_status, int) else list(self.fail_status)
+                return _failure(self._random.choice(statuses))
         return None
 
     def _authenticate(self, authorization: str | None) -> tuple[str, frozenset[str] | None]:

@@ -3,6 +3,7 @@ pytest of its own, with tests/settings_services.py)."""
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import subprocess
@@ -206,3 +207,32 @@ def test_a_retryable_failure_re_enqueues_the_task_for_later(
     retry = DBTaskResult.objects.get(status="READY")
     assert retry.args_kwargs == {"args": [row.pk], "kwargs": {}}
     assert abs((retry.run_after - row.next_attempt_at).total_seconds()) < 1
+
+
+def test_autumn_sync_enqueue_is_done_by_a_database_worker(
+    autumn_emulator_server, django_user_model, settings
+):
+    from django.core.management import call_command
+
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        django_user_model.objects.bulk_create(
+            [django_user_model(username=f"bulk{n}", email=f"bulk{n}@example.com") for n in range(45)]
+        )
+    out = io.StringIO()
+    call_command("autumn_sync", "--enqueue", "--batch-size", "20", stdout=out)
+    assert "Enqueued 3 chunk tasks" in out.getvalue()
+    assert autumn_emulator_server.emulator.requests() == []  # the command only enqueued
+    command = [sys.executable, "-m", "django", "db_worker", "--batch", "--no-startup-delay"]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=worker_env(autumn_emulator_server, settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(autumn_emulator_server.emulator.customers()) == 45
+    assert Customer.objects.filter(state="synced").count() == 45

@@ -1,0 +1,313 @@
+"""``manage.py autumn_sync``: bring every user's Autumn customer up to date.
+
+Day one it mirrors the existing users; from cron it catches what signals
+cannot see (``bulk_create``, ``QuerySet.update()``, raw SQL) and retries the
+outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
+:mod:`autumn_django.bulk`; see docs/bulk-sync.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from ... import bulk, conf, mapping
+from ...exceptions import AutumnError
+
+
+class Progress:
+    """A progress bar on a terminal; plain lines every few seconds elsewhere."""
+
+    def __init__(self, stream: TextIO, total: int, *, interval: float = 5.0) -> None:
+        self.stream, self.total, self.interval = stream, total, interval
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.done = self.failed = 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, count: int, failed: int) -> None:
+        self.done += count
+        self.failed = failed
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + self.line(now))
+            self.stream.flush()
+        elif now - self.last >= self.interval or self.done >= self.total:
+            self.stream.write(self.line(now) + "\n")
+            self.stream.flush()
+            self.last = now
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        share = self.done / self.total if self.total else 1.0
+        eta = (self.total - self.done) / rate if rate else 0.0
+        bar = "#" * int(share * 30)
+        return (
+            f"[{bar:<30}] {self.done}/{self.total} {share:4.0%} {rate:7.1f}/s "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))} failed {self.failed}"
+        )
+
+    def finish(self) -> None:
+        if self.tty and self.done:
+            self.stream.write("\n")
+
+
+class Command(BaseCommand):
+    help = "Bring Autumn's customers in line with the site's users (push, retry, check, pull, prune)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        modes = parser.add_mutually_exclusive_group()
+        modes.add_argument(
+            "--retry",
+            action="store_true",
+            help="only the outbox: rows pending, deleting, or failed with a retry due (for cron)",
+        )
+        modes.add_argument(
+            "--check",
+            action="store_true",
+            help="report drift from one pass over customers.list; exit 1 if any (reads only)",
+        )
+        modes.add_argument(
+            "--pull",
+            action="store_true",
+            help="refresh the mirror from customers.list and link existing customers to their users",
+        )
+        modes.add_argument(
+            "--prune", action="store_true", help="delete Autumn customers that no local user accounts for"
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="say what would be done; no write call, no row changed"
+        )
+        parser.add_argument("--users", nargs="+", metavar="ID", help="only these users (primary keys)")
+        parser.add_argument(
+            "--since",
+            metavar="DATETIME",
+            help="only users changed since (joined, logged in, or mirror row changed); ISO 8601",
+        )
+        parser.add_argument("--limit", type=int, metavar="N", help="at most N users")
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="split the work into tasks for the Tasks API workers and return",
+        )
+        parser.add_argument(
+            "--concurrency", type=int, default=16, metavar="N", help="requests at once (default 16)"
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=500,
+            metavar="N",
+            help="users read and rows written per query, and users per task with --enqueue (default 500)",
+        )
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+        parser.add_argument("--no-input", action="store_true", help="do not ask for confirmation (--prune)")
+        parser.add_argument(
+            "--no-fail-on-error",
+            dest="fail_on_error",
+            action="store_false",
+            help="exit 0 even when some users failed",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["concurrency"] < 1 or options["batch_size"] < 1:
+            raise CommandError("--concurrency and --batch-size must be at least 1.")
+        if options["enqueue"] and (
+            options["dry_run"] or options["check"] or options["pull"] or options["prune"]
+        ):
+            raise CommandError("--enqueue goes with a push or --retry, without --dry-run.")
+        conf.load()  # a broken AUTUMN setting stops here, with its message
+        self.options = options
+        self.progress_stream = sys.stderr if options["json"] else self.stdout
+        try:
+            if options["check"]:
+                return self.check()
+            if options["pull"]:
+                return self.pull()
+            if options["prune"]:
+                return self.prune()
+            if options["enqueue"]:
+                return self.enqueue()
+            return self.push()
+        except AutumnError as error:
+            raise CommandError(f"Autumn refused or did not answer: {error}") from None
+
+    # --- selection ------------------------------------------------------------
+
+    def users(self) -> QuerySet[Any]:
+        user_model = get_user_model()
+        users = user_model._default_manager.order_by("pk")
+        if self.options["users"]:
+            users = users.filter(pk__in=self.options["users"])
+        if self.options["since"]:
+            since = self.parse_since(self.options["since"])
+            field_names = {f.name for f in user_model._meta.get_fields()}
+            changed = Q(autumn_customer__updated__gte=since)
+            for name in ("date_joined", "last_login"):
+                if name in field_names:
+                    changed |= Q(**{f"{name}__gte": since})
+            users = users.filter(changed)
+        if self.options["limit"] is not None:
+            users = users[: self.options["limit"]]
+        return users
+
+    @staticmethod
+    def parse_since(value: str) -> Any:
+        moment = parse_datetime(value)
+        if moment is None:
+            day = parse_date(value)
+            if day is None:
+                raise CommandError(f"--since {value!r} is not an ISO 8601 date or datetime.")
+            moment = timezone.datetime(day.year, day.month, day.day)
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        return moment
+
+    @property
+    def selected(self) -> bool:
+        return bool(self.options["users"] or self.options["since"] or self.options["limit"] is not None)
+
+    # --- modes ------------------------------------------------------------------------
+
+    def push(self) -> None:
+        options = self.options
+        retry = options["retry"]
+        users = self.users()
+        total = bulk.outbox().count() if retry else users.count()
+        if not retry and not self.selected:
+            total += bulk.Customer.objects.filter(state="deleting", user__isnull=True).count()
+        progress = Progress(self.progress_stream, total)
+        runner = bulk.BulkSync(
+            bulk.bulk_client(options["concurrency"]),
+            concurrency=options["concurrency"],
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            report=self.report if options["verbosity"] >= 2 else None,
+            advance=progress.advance,
+        )
+        try:
+            summary = runner.retry() if retry else runner.push(users, include_deleting=not self.selected)
+        except KeyboardInterrupt:
+            summary = runner._finish()
+            summary.interrupted = True
+        progress.finish()
+        self.print_summary(summary, "retry" if retry else "push")
+        if summary.interrupted:
+            raise CommandError(
+                "Interrupted. Every row is in a true state; run autumn_sync again to finish "
+                "(rows already synced are not repeated).",
+                returncode=130,
+            )
+        if summary.failed and options["fail_on_error"]:
+            raise CommandError(f"{summary.failed} failed; see above. Their rows hold the errors.")
+
+    def enqueue(self) -> None:
+        from ... import tasks
+
+        size = self.options["batch_size"]
+        if self.options["retry"]:
+            count = 0
+            for pk in bulk.outbox().values_list("pk", flat=True).iterator(chunk_size=size):
+                tasks.configured().enqueue(pk)
+                count += 1
+            self.stdout.write(f"Enqueued {count} outbox rows as {count} tasks.")
+            return
+        chunks = 0
+        users = self.users().values_list("pk", flat=True)
+        for chunk in bulk.chunks(users.iterator(chunk_size=size), size):
+            tasks.configured_sync_users().enqueue([bulk._jsonable(pk) for pk in chunk])
+            chunks += 1
+        self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} users for the workers.")
+
+    def check(self) -> None:
+        drift = bulk.check(bulk.bulk_client(1), self.users(), self.options["batch_size"])
+        if self.options["json"]:
+            self.stdout.write(json.dumps(drift.as_dict(), indent=2))
+        else:
+            self.stdout.write(
+                f"In sync: {drift.in_sync}. Missing in Autumn: {len(drift.missing)}. "
+                f"Fields differ: {len(drift.differing)}. Orphans in Autumn: {len(drift.orphans)}. "
+                f"Customers without an id: {drift.idless}. Users the mapping refuses: {len(drift.invalid)}."
+            )
+            for user, customer_id in drift.missing[:50]:
+                self.stdout.write(f"  missing   user {user} -> {customer_id}")
+            for user, customer_id, fields in drift.differing[:50]:
+                self.stdout.write(f"  differs   user {user} -> {customer_id}: {', '.join(fields)}")
+            for customer_id in drift.orphans[:50]:
+                self.stdout.write(f"  orphan    {customer_id}")
+            for user, error in drift.invalid[:50]:
+                self.stdout.write(f"  invalid   user {user}: {error}")
+        if drift.found:
+            raise CommandError("Drift found: run autumn_sync (and --prune for orphans).", returncode=1)
+
+    def pull(self) -> None:
+        summary = bulk.pull(
+            bulk.bulk_client(1), batch_size=self.options["batch_size"], dry_run=self.options["dry_run"]
+        )
+        self.print_summary(summary, "pull")
+
+    def prune(self) -> None:
+        client = bulk.bulk_client(self.options["concurrency"])
+        orphans = bulk.check(
+            client, get_user_model()._default_manager.all(), self.options["batch_size"]
+        ).orphans
+        env = mapping.current_env()
+        if orphans and not self.options["dry_run"] and not self.options["no_input"]:
+            answer = input(
+                f"Delete {len(orphans)} customers from Autumn ({env}) that no user accounts for? "
+                "Type 'yes' to continue: "
+            )
+            if answer.strip().lower() != "yes":
+                raise CommandError("Nothing deleted.")
+        if self.options["verbosity"] >= 2:
+            for customer_id in orphans:
+                self.report(f"{'would delete' if self.options['dry_run'] else 'delete'} {customer_id}")
+        summary = bulk.prune(
+            client, orphans, concurrency=self.options["concurrency"], dry_run=self.options["dry_run"]
+        )
+        self.print_summary(summary, "prune")
+        if summary.failed and self.options["fail_on_error"]:
+            raise CommandError(f"{summary.failed} deletes failed; see above.")
+
+    # --- output -------------------------------------------------------------------------
+
+    def report(self, line: str) -> None:
+        self.progress_stream.write(
+            ("\r" if getattr(self.progress_stream, "isatty", lambda: False)() else "") + line + "\n"
+        )
+
+    def print_summary(self, summary: bulk.Summary, mode: str) -> None:
+        data = summary.as_dict()
+        if self.options["json"]:
+            self.stdout.write(json.dumps({"mode": mode, **data, **_extra(summary)}, indent=2))
+            return
+        prefix = "Dry run: " if summary.dry_run else ""
+        counts = ", ".join(
+            f"{name} {data[name]}"
+            for name in ("created", "updated", "unchanged", "deleted", "failed", "skipped")
+        )
+        extra = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in _extra(summary).items())
+        calls = ", ".join(f"{route} {count}" for route, count in data["api_calls"].items()) or "none"
+        self.stdout.write(f"{prefix}autumn_sync {mode} in {data['duration_seconds']:.1f} s: {counts}")
+        if extra:
+            self.stdout.write(f"  {extra}")
+        self.stdout.write(f"  API calls: {calls}")
+        for error in summary.errors[:100]:
+            self.stdout.write(
+                self.style.ERROR(f"  user {error['user']}, customer {error['customer_id']}: {error['error']}")
+            )
+        if summary.failed > 100:
+            self.stdout.write(f"  ... and {summary.failed - 100} more (each failed row holds its error)")
+
+
+def _extra(summary: bulk.Summary) -> dict[str, int]:
+    names = ("would_create", "would_update", "would_delete", "refreshed", "linked")
+    return {name: summary.counts[name] for name in names if summary.counts[name]}
