@@ -388,3 +388,13 @@ def test_concurrent_creations_of_one_id_return_the_same_customer(http_emulator):
         thread.join()
     assert len(created) == 12 and len(set(created)) == 1
     assert len(http_emulator.emulator.customers()) == 1
+
+
+@pytest.mark.http
+def test_the_http_server_reports_its_counters(http_emulator):
+    call(http_emulator.emulator)
+    call(http_emulator.emulator, "customers.get", {"customer_id": "x"})
+    stats = requests.get(f"{http_emulator.url}/_emulator/stats", timeout=5).json()
+    assert stats["calls"] == {"customers.list": 1, "customers.get": 1}
+    assert stats["statuses"] == {"customers.list 200": 1, "customers.get 404": 1}
+    assert stats["customers"] == {"sandbox": 0, "live": 0}

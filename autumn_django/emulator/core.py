@@ -183,6 +183,7 @@ class Emulator:
         self._scripted_delays: list[list[Any]] = []  # [route, remaining, seconds]
         self.log: deque[LoggedRequest] = deque(maxlen=log_size)
         self.counts: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()  # "route status" -> answers, e.g. "customers.update 429"
         self._data_file = Path(data_file) if data_file else None
         self._dirty = threading.Event()
         self._generation = 0  # bumped by every write; keys the sorted cache
@@ -251,6 +252,7 @@ class Emulator:
             self._scripted_delays.clear()
             self.log.clear()
             self.counts.clear()
+            self.statuses.clear()
             self._changed(reordered=True)
 
     # --- inspection (for tests) -----------------------------------------------
@@ -268,6 +270,16 @@ class Emulator:
     def requests(self, route: str | None = None) -> list[LoggedRequest]:
         with self._lock:
             return [entry for entry in self.log if route is None or entry.route == route]
+
+    def stats(self) -> JSONDict:
+        """Calls per route and answers per route and status, and customers per
+        environment (also served over HTTP at ``/_emulator/stats``)."""
+        with self._lock:
+            return {
+                "calls": dict(self.counts),
+                "statuses": dict(self.statuses),
+                "customers": {env: len(records) for env, records in self._records.items()},
+            }
 
     def add_customer(self, env: str = "sandbox", **fields: Any) -> JSONDict:
         """Put a customer straight into the store, as if made elsewhere
@@ -364,6 +376,7 @@ class Emulator:
         with self._lock:
             self.log.append(entry)
             self.counts[route or "unknown"] += 1
+            self.statuses[f"{route or 'unknown'} {response.status}"] += 1
 
     # --- the checks, in Autumn's order ----------------------------------------
 

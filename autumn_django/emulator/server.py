@@ -3,12 +3,16 @@ test that must cross a socket (timeouts, dropped connections, retries)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .core import Emulator
+from .core import Emulator, Response
+
+#: Not an Autumn route: GET it for the emulator's counters (see Emulator.stats).
+STATS_PATH = "/_emulator/stats"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -23,7 +27,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        response = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+        if self.path == STATS_PATH:  # the emulator's own counters, for benchmarks
+            response = Response(200, json.dumps(self.server.emulator.stats()).encode())
+        else:
+            response = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
         if response.drop:
             # Close without a byte of answer: what a crashed proxy looks like.
             self.close_connection = True

@@ -9,7 +9,6 @@ outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any, TextIO
 
@@ -99,7 +98,7 @@ class Command(BaseCommand):
             help="split the work into tasks for the Tasks API workers and return",
         )
         parser.add_argument(
-            "--concurrency", type=int, default=16, metavar="N", help="requests at once (default 16)"
+            "--concurrency", type=int, default=32, metavar="N", help="requests at once (default 32)"
         )
         parser.add_argument(
             "--batch-size",
@@ -126,7 +125,7 @@ class Command(BaseCommand):
             raise CommandError("--enqueue goes with a push or --retry, without --dry-run.")
         conf.load()  # a broken AUTUMN setting stops here, with its message
         self.options = options
-        self.progress_stream = sys.stderr if options["json"] else self.stdout
+        self.progress_stream = self.stderr if options["json"] else self.stdout
         try:
             if options["check"]:
                 return self.check()
