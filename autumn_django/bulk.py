@@ -128,7 +128,10 @@ class BulkSync:
             for chunk in chunks(users.iterator(chunk_size=self.batch_size), self.batch_size):
                 rows = {
                     row.user_id: row
-                    for row in Customer.objects.filter(user_id__in=[user.pk for user in chunk])
+                    # The JSON columns are read only for the rows that push (_run).
+                    for row in Customer.objects.filter(user_id__in=[user.pk for user in chunk]).defer(
+                        "data", "metadata"
+                    )
                 }
                 self._run([(rows.get(user.pk), user) for user in chunk])
             if include_deleting:
@@ -171,6 +174,7 @@ class BulkSync:
             else:
                 work.append(step)
         if self.dry_run:
+            self._load_json([step.row for step in work if step.row is not None])
             for step in new + work + retire:
                 self._report_planned(step)
             self.advance(len(items), self.summary.failed)
@@ -183,10 +187,26 @@ class BulkSync:
                 assert step.row is not None
                 step.row.state, step.row.version = Customer.State.DELETING, step.row.version + 1
                 work.append(sync.Plan(sync.DELETE, step.row, step.user))
+        self._load_json([step.row for step in work if step.row is not None])
         work.extend(self._create_rows(new))
         outcomes = list(self._pool.map(lambda step: sync.execute(step, self.client), work))
         self._record(work, outcomes)
         self.advance(len(items), self.summary.failed)
+
+    @staticmethod
+    def _load_json(rows: list[Customer]) -> None:
+        """The JSON columns left out when the chunk was read, for the rows
+        that will be diffed and written: one query, not one per row."""
+        deferred = [row for row in rows if row.get_deferred_fields()]
+        if deferred:
+            found = {
+                pk: (data, metadata)
+                for pk, data, metadata in Customer.objects.filter(
+                    pk__in=[r.pk for r in deferred]
+                ).values_list("pk", "data", "metadata")
+            }
+            for row in deferred:
+                row.data, row.metadata = found.get(row.pk, (None, {}))
 
     def _create_rows(self, steps: list[sync.Plan]) -> list[sync.Plan]:
         """Mirror rows for users seen for the first time, ``pending``, before
@@ -209,7 +229,7 @@ class BulkSync:
                 except IntegrityError:
                     row.pk = None
                     self.summary.add_error(
-                        step.user.pk, row.customer_id, sync._duplicate_message(row.customer_id)
+                        step.user.pk, row.customer_id, sync.duplicate_message(row.customer_id)
                     )
             steps = created
             rows = [row for row in rows if row.pk is not None]
@@ -279,7 +299,7 @@ class BulkSync:
                     with transaction.atomic():
                         row.save(update_fields=WRITTEN_FIELDS)
                 except IntegrityError:
-                    error = sync.MappingError(sync._duplicate_message(row.customer_id))
+                    error = sync.MappingError(sync.duplicate_message(row.customer_id))
                     Customer.objects.filter(pk=row.pk).update(
                         state=Customer.State.FAILED, last_error=str(error)
                     )
@@ -288,7 +308,7 @@ class BulkSync:
     def _invalid(self, step: sync.Plan) -> None:
         """A user the mapping cannot express: a failed row, nothing sent."""
         if not self.dry_run:
-            sync._record_mapping_error(step.user, step.row, str(step.error), self.env, "default")
+            sync.record_mapping_error(step.user, step.row, str(step.error), self.env, "default")
         self.summary.add_error(
             getattr(step.user, "pk", None), step.row.customer_id if step.row else None, step.error
         )
@@ -302,7 +322,7 @@ class BulkSync:
             return
         assert step.payload is not None
         if step.known and step.row is not None:
-            changes = sync._differences(step.payload.fields, step.row.data or {})
+            changes = sync.differences(step.payload.fields, step.row.data or {})
             rename = step.payload.customer_id != step.row.customer_id
             self.summary.counts["would_update"] += 1
             what = ", ".join(sorted(changes)) + (" (rename)" if rename else "")
@@ -433,7 +453,7 @@ def check(client: AutumnClient, users: QuerySet[Any], batch_size: int = 500) -> 
         if held is None:
             drift.missing.append((user.pk, payload.customer_id))
             continue
-        differences = sync._differences(payload.fields, held)
+        differences = sync.differences(payload.fields, held)
         if differences:
             drift.differing.append((user.pk, payload.customer_id, sorted(differences)))
         else:

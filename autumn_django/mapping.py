@@ -29,15 +29,20 @@ class MappingError(Exception):
 
 @dataclass(frozen=True)
 class Payload:
-    """What Autumn should hold for one user."""
+    """What Autumn should hold for one user; ``hash`` identifies it."""
 
     customer_id: str
     fields: dict[str, Any]
+    hash: str
 
-    @property
-    def hash(self) -> str:
-        text = json.dumps({"id": self.customer_id, **self.fields}, sort_keys=True, cls=DjangoJSONEncoder)
-        return hashlib.sha256(text.encode()).hexdigest()
+    @classmethod
+    def build(cls, customer_id: str, fields: dict[str, Any]) -> Payload:
+        # One encoding serves both ends: the hash, and the fields as Autumn
+        # will return them (UUIDs, dates and decimals as JSON strings).
+        text = json.dumps({"id": customer_id, **fields}, sort_keys=True, cls=DjangoJSONEncoder)
+        decoded = json.loads(text)
+        del decoded["id"]
+        return cls(customer_id, decoded, hashlib.sha256(text.encode()).hexdigest())
 
 
 def default_customer_id(user: Any) -> str:
@@ -96,9 +101,7 @@ def payload_for(user: Any) -> Payload:
         )
     # Blank strings are stored by Autumn as null: compare them as null too.
     fields = {name: (value if value != "" else None) for name, value in data.items()}
-    # JSON round trip: UUIDs, dates and decimals compare as Autumn returns them.
-    fields = json.loads(json.dumps(fields, cls=DjangoJSONEncoder))
-    return Payload(customer_id, fields)
+    return Payload.build(customer_id, fields)
 
 
 def get_or_create_options() -> dict[str, Any]:

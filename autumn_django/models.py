@@ -82,8 +82,9 @@ class Customer(models.Model):
 
     @property
     def is_known_remotely(self) -> bool:
-        """Autumn has confirmed this customer at least once (we hold its answer)."""
-        return self.data is not None
+        """Autumn has confirmed this customer at least once (we hold its answer,
+        written with ``synced_at``; reading this needs no JSON column)."""
+        return self.synced_at is not None
 
     @staticmethod
     def remote_columns(customer: dict[str, Any]) -> dict[str, Any]:

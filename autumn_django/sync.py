@@ -92,7 +92,7 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     try:
         payload = mapping.payload_for(user)
     except MappingError as error:
-        _record_mapping_error(user, row, str(error), env, using)
+        record_mapping_error(user, row, str(error), env, using)
         return None
     if (
         row is not None
@@ -144,7 +144,7 @@ def _bump(row: Customer, state: str, using: str) -> Customer:
     return row
 
 
-def _record_mapping_error(user: Any, row: Customer | None, message: str, env: str, using: str) -> None:
+def record_mapping_error(user: Any, row: Customer | None, message: str, env: str, using: str) -> None:
     """A mapping Autumn would refuse: a failed row with the message, nothing sent."""
     logger.error("Not syncing user %s: %s", user.pk, message)
     if row is not None:
@@ -320,14 +320,14 @@ def _record(row: Customer, step: Plan, outcome: Outcome, calls: list[str]) -> Sy
         with _savepoint(Customer.objects.db):
             _require_version(row, **values)
     except IntegrityError:
-        return _fail(row, MappingError(_duplicate_message(values["customer_id"])), calls)
+        return _fail(row, MappingError(duplicate_message(values["customer_id"])), calls)
     for name, value in values.items():
         setattr(row, name, value)
     customer_synced.send(sender=Customer, customer=row, action=outcome.action)
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
 
 
-def _duplicate_message(customer_id: str) -> str:
+def duplicate_message(customer_id: str) -> str:
     return (
         f"Autumn customer {customer_id!r} is already mirrored by another row; "
         "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
@@ -340,7 +340,7 @@ def _send(
     """The requests for one push; returns Autumn's customer and the action."""
     if known and row is not None:
         rename = payload.customer_id != row.customer_id
-        changes = dict(payload.fields) if force else _differences(payload.fields, row.data or {})
+        changes = dict(payload.fields) if force else differences(payload.fields, row.data or {})
         if not changes and not rename:
             return row.data or {}, UPDATED
         if rename:
@@ -367,14 +367,14 @@ def _send(
     )
     # For an existing customer Autumn ignores metadata and fingerprint and
     # keeps a non-empty name or email: follow up with what it did not take.
-    stale = _differences(payload.fields, remote)
+    stale = differences(payload.fields, remote)
     if stale:
         calls.append(contract.UPDATE)
         remote = client.update_customer(payload.customer_id, **stale)
     return remote, CREATED
 
 
-def _differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
+def differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``desired`` that ``remote`` does not hold yet. Metadata is
     compared key by key (Autumn merges it); keys set elsewhere are left alone."""
     changes: dict[str, Any] = {}

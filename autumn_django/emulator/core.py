@@ -857,20 +857,30 @@ class Emulator:
     # --- persistence ------------------------------------------------------------
 
     def save(self) -> None:
-        """Write the customers to ``data_file`` now (atomically)."""
+        """Write the customers to ``data_file`` now (atomically).
+
+        The store is serialized a few hundred records at a time, taking the
+        lock (and, in json's C encoder, the GIL) for each piece only, so a
+        save of a large store never stalls the requests being served; a stall
+        would release a burst of queued requests into one rate-limit window.
+        """
         if not self._data_file:
             return
-        with self._lock:
-            self._dirty.clear()
-            state = {
-                "format": 1,
-                "seq": self._seq,
-                "records": {env: list(records.values()) for env, records in self._records.items()},
-            }
-            text = json.dumps(state, separators=(",", ":"))
+        self._dirty.clear()
         self._data_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._data_file.with_suffix(self._data_file.suffix + ".tmp")
-        temporary.write_text(text)
+        with temporary.open("w") as out:
+            with self._lock:
+                out.write(f'{{"format":1,"seq":{self._seq},"records":{{')
+                environments = {env: list(records.values()) for env, records in self._records.items()}
+            for number, (env, records) in enumerate(environments.items()):
+                out.write(("," if number else "") + json.dumps(env) + ":[")
+                for start in range(0, len(records), 200):
+                    with self._lock:
+                        piece = json.dumps(records[start : start + 200], separators=(",", ":"))
+                    out.write(("," if start else "") + piece[1:-1])
+                out.write("]")
+            out.write("}}")
         temporary.replace(self._data_file)
 
     def close(self) -> None:
@@ -894,10 +904,15 @@ class Emulator:
 
     def _flush_loop(self) -> None:
         # Writes are batched: saving after every request would make a bulk
-        # sync of a million customers rewrite the file a million times.
-        while not self._closed.wait(0.25):
+        # sync of a million customers rewrite the file a million times. The
+        # pause grows with the time a save takes, keeping saving under ~5% of
+        # the time however large the store.
+        pause = 0.25
+        while not self._closed.wait(pause):
             if self._dirty.is_set():
+                started = time.monotonic()
                 self.save()
+                pause = max(0.25, 20 * (time.monotonic() - started))
 
 
 class _Missing:
