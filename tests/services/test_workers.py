@@ -41,6 +41,15 @@ def wait_for(condition, timeout=60.0, what="the condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def run_db_worker_batch(server, settings, *args):
+    """Run db_worker until the queue is empty, and check it exited cleanly."""
+    command = [sys.executable, "-m", "django", "db_worker", "--batch", "--no-startup-delay", *args]
+    result = subprocess.run(
+        command, cwd=ROOT, env=worker_env(server, settings), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def start_db_workers(server, settings, count=2):
     command = [sys.executable, "-m", "django", "db_worker", "--interval", "0.02", "--no-startup-delay"]
     return [
@@ -183,25 +192,7 @@ def test_a_retryable_failure_re_enqueues_the_task_for_later(
 
     autumn_emulator_server.emulator.fail_next(50, status=503, headers={"Retry-After": "0"})
     user = django_user_model.objects.create_user(username="later", email="later@example.com")
-    command = [
-        sys.executable,
-        "-m",
-        "django",
-        "db_worker",
-        "--batch",
-        "--max-tasks",
-        "1",
-        "--no-startup-delay",
-    ]
-    result = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=worker_env(autumn_emulator_server, settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_db_worker_batch(autumn_emulator_server, settings, "--max-tasks", "1")
     row = Customer.objects.get(user=user)
     assert row.state == "failed" and row.next_attempt_at
     retry = DBTaskResult.objects.get(status="READY")
@@ -224,15 +215,6 @@ def test_autumn_sync_enqueue_is_done_by_a_database_worker(
     call_command("autumn_sync", "--enqueue", "--batch-size", "20", stdout=out)
     assert "Enqueued 3 chunk tasks" in out.getvalue()
     assert autumn_emulator_server.emulator.requests() == []  # the command only enqueued
-    command = [sys.executable, "-m", "django", "db_worker", "--batch", "--no-startup-delay"]
-    result = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=worker_env(autumn_emulator_server, settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_db_worker_batch(autumn_emulator_server, settings)
     assert len(autumn_emulator_server.emulator.customers()) == 45
     assert Customer.objects.filter(state="synced").count() == 45
