@@ -22,7 +22,14 @@ def reachable(address):
         return False
 
 
-def require(*servers):
+def require(*servers, packages=("django_tasks_db", "django_tasks_rq", "psycopg")):
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:  # an install choice, not a missing server: skipped in CI too
+        pytest.skip(
+            f"{', '.join(missing)} not installed: pip install 'autumn-django[services]' (needs Django 5.2+)"
+        )
     for name, address in servers:
         if reachable(address):
             continue
