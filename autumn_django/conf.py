@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     # limits less 10%; a dict overrides routes ("customers.update": 25, ...);
     # False: no pacing.
     "RATE_LIMITS": None,
+    # --- admin ---
+    "ADMIN_TIMEOUT": (2.0, 5.0),  # (connect, read) for the admin's requests: a page must not hang
 }
 
 #: Settings that name a function: a callable or its dotted import path.
@@ -119,6 +121,7 @@ def problems() -> list[Problem]:
         if problem:
             found.append(problem)
     found.extend(_check_timeout(values["TIMEOUT"]))
+    found.extend(_check_timeout(values["ADMIN_TIMEOUT"], "ADMIN_TIMEOUT"))
     found.extend(_check_engine(values))
     retries = values["MAX_RETRIES"]
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -293,7 +296,7 @@ def _check_engine(values: dict[str, Any]) -> list[Problem]:
     return found
 
 
-def _check_timeout(value: Any) -> list[Problem]:
+def _check_timeout(value: Any, name: str = "TIMEOUT") -> list[Problem]:
     def positive(number: Any) -> bool:
         return isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
 
@@ -303,7 +306,7 @@ def _check_timeout(value: Any) -> list[Problem]:
         return []
     return [
         Problem(
-            "TIMEOUT",
+            name,
             f"must be a number of seconds or a (connect, read) pair, not {value!r}.",
             "For example 10 or (3.05, 15).",
         )

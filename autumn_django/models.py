@@ -106,3 +106,16 @@ class Customer(models.Model):
             "data": customer,
             "synced_at": timezone.now(),
         }
+
+
+class RemoteCustomer(models.Model):
+    """No table: it gives the admin an entry for Autumn's own customer list
+    ("Autumn customers") and the permissions that guard it
+    (``view_remotecustomer`` to browse, ``delete_remotecustomer`` to delete in
+    Autumn). The page itself is drawn from the API, see admin.py."""
+
+    class Meta:
+        managed = False
+        verbose_name = "Autumn customer"
+        verbose_name_plural = "Autumn customers"
+        default_permissions = ("view", "delete")

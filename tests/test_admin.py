@@ -1,0 +1,298 @@
+"""The admin: the mirror's page and actions, and the remote customers browser
+(through Django's test client; tests/test_browser.py drives a real browser)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from autumn_django.models import Customer
+
+# Transactions commit, so the sync engine's on-commit tasks run as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIST = reverse("admin:autumn_django_remotecustomer_changelist")
+FUTURE = 10**13  # a created_at (ms) after any real one
+
+
+def detail(customer_id):
+    return reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id])
+
+
+def autumn_settings(settings, **values):
+    settings.AUTUMN = {**settings.AUTUMN, **values}
+
+
+@pytest.fixture
+def web():
+    """Django's test client (``client`` in this suite is the Autumn client)."""
+    from django.test import Client
+
+    return Client()
+
+
+@pytest.fixture
+def staff(autumn_emulator, django_user_model, web):
+    """A staff member with no Autumn permission yet, logged in."""
+    user = django_user_model.objects.create_user("staff", "staff@example.com", "x", is_staff=True)
+    web.force_login(user)
+    return user
+
+
+def grant(user, *codenames):
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="autumn_django", codename__in=codenames)
+    )
+
+
+# --- permissions ------------------------------------------------------------------
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(autumn_emulator, web):
+    response = web.get(LIST)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_staff_without_the_view_permission_get_403(autumn_emulator, web, staff):
+    assert web.get(LIST).status_code == 403
+    assert web.get(detail("1")).status_code == 403
+
+
+def test_the_view_permission_opens_the_list_but_not_delete(autumn_emulator, web, staff):
+    grant(staff, "view_remotecustomer")
+    autumn_emulator.add_customer(id="c1")
+    assert web.get(LIST).status_code == 200
+    assert web.get(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
+    assert web.post(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
+    assert autumn_emulator.customer("c1") is not None
+
+
+def test_the_entry_appears_in_the_admin_index(autumn_emulator, admin_client):
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Autumn customers" in page and "Autumn customer mirrors" in page
+
+
+# --- the remote list ---------------------------------------------------------------
+
+
+def test_the_list_shows_autumns_customers_with_plans_and_linked_users(
+    autumn_emulator, admin_client, django_user_model
+):
+    autumn_emulator.add_plan("pro")
+    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")  # synced by the signal
+    from autumn_django.client import get_client
+
+    get_client().get_or_create_customer(
+        "paying", name="Paying Customer", auto_enable_plan_id="pro", stripe_id="cus_Stripe1234"
+    )
+    page = admin_client.get(LIST).content.decode()
+    assert (
+        "Paying Customer" in page
+        and "cus_Stripe1234" in page
+        and '<span class="autumn-plan">pro</span>' in page
+    )
+    assert f">{user}</a>" in page  # the local user, linked
+    assert "sandbox" in page
+
+
+def test_the_search_box_is_autumns_search(autumn_emulator, admin_client):
+    autumn_emulator.add_customer(id="a1", name="Ada Lovelace")
+    autumn_emulator.add_customer(id="g1", name="Grace Hopper")
+    page = admin_client.get(LIST, {"q": "lovelace"}).content.decode()
+    assert "Ada Lovelace" in page and "Grace Hopper" not in page
+    assert autumn_emulator.requests("customers.list")[-1].body["search"] == "lovelace"
+
+
+def test_offset_pages_at_2_1_have_page_links_and_the_filtered_total(autumn_emulator, admin_client):
+    for number in range(60):  # newer than the admin's own customer, made at login
+        autumn_emulator.add_customer(id=f"c{number:02d}", created_at=FUTURE + number)
+    first = admin_client.get(LIST, {"per_page": 25}).content.decode()
+    assert "c59" in first and "c35" in first and "c34" not in first
+    assert "61 customers" in first and "?per_page=25&amp;p=3" in first
+    third = admin_client.get(LIST, {"per_page": 25, "p": 3}).content.decode()
+    assert "c09" in third and "c10" not in third
+    assert autumn_emulator.requests("customers.list")[-1].body == {"limit": 25, "offset": 50}
+
+
+def test_cursor_pages_at_2_3_go_forward_and_back(autumn_emulator, admin_client, settings):
+    autumn_settings(settings, API_VERSION="2.3")
+    for number in range(60):
+        autumn_emulator.add_customer(id=f"c{number:02d}", created_at=FUTURE + number)
+    import html as html_lib
+    import re
+    from urllib.parse import parse_qsl
+
+    def page(params):
+        """The customer ids on a page and its Previous/Next links' parameters."""
+        html = admin_client.get(LIST, params).content.decode()
+        ids = re.findall(r'class="autumn-customer">\s*<th><a [^>]*>(c\d+)</a>', html)
+        links = re.findall(r'<a href="\?([^"]*)" class="autumn-(previous|next)"', html)
+        return ids, {kind: dict(parse_qsl(html_lib.unescape(query))) for query, kind in links}
+
+    ids1, links1 = page({"per_page": 25})
+    assert ids1[0] == "c59" and len(ids1) == 25 and "previous" not in links1
+    ids2, links2 = page(links1["next"])
+    assert ids2[0] == "c34"
+    ids3, links3 = page(links2["next"])
+    assert ids3 == [f"c{n:02d}" for n in range(9, -1, -1)] and "next" not in links3
+    back2, _ = page(links3["previous"])
+    back1, _ = page(links2["previous"])
+    assert back2 == ids2 and back1 == ids1
+    assert "offset" not in autumn_emulator.requests("customers.list")[-1].body
+
+
+def test_one_autumn_call_and_constant_queries_whatever_the_page_size(
+    autumn_emulator, admin_client, django_user_model, django_assert_max_num_queries
+):
+    users = [django_user_model.objects.create_user(f"u{n}", f"u{n}@example.com", "x") for n in range(30)]
+    assert len(users) == 30
+    for size in (25, 100):
+        before = len(autumn_emulator.requests())
+        with django_assert_max_num_queries(8):
+            response = admin_client.get(LIST, {"per_page": size})
+        assert response.status_code == 200
+        assert len(autumn_emulator.requests()) - before == 1
+
+
+def test_an_autumn_failure_is_a_message_not_a_500(autumn_emulator, admin_client):
+    autumn_emulator.fail_next(
+        5, status=401, code="invalid_secret_key", message="Invalid secret key: am_sk_test_abcd****..."
+    )
+    response = admin_client.get(LIST)
+    assert response.status_code == 200
+    assert "Autumn answered HTTP 401 invalid_secret_key" in response.content.decode()
+
+
+def test_a_slow_autumn_uses_the_short_admin_timeout(settings):
+    from autumn_django.admin import admin_client
+
+    autumn_settings(settings, ADMIN_TIMEOUT=(0.5, 1.5))
+    assert admin_client().timeout == (0.5, 1.5) and admin_client().max_retries == 1
+
+
+def test_the_secret_key_is_on_no_page(autumn_emulator, admin_client, settings, django_user_model):
+    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")
+    key = settings.AUTUMN["SECRET_KEY"]
+    pages = [
+        admin_client.get(LIST),
+        admin_client.get(detail(str(user.pk))),
+        admin_client.get(reverse("admin:autumn_django_remotecustomer_delete", args=[str(user.pk)])),
+        admin_client.get(reverse("admin:autumn_django_customer_changelist")),
+        admin_client.get(
+            reverse("admin:autumn_django_customer_change", args=[Customer.objects.get(user=user).pk])
+        ),
+    ]
+    for response in pages:
+        assert response.status_code == 200
+        assert key not in response.content.decode()
+
+
+# --- detail, link, delete ----------------------------------------------------------------
+
+
+def test_the_detail_page_shows_fields_plans_balances_and_raw_json(autumn_emulator, admin_client):
+    autumn_emulator.add_plan("pro")
+    from autumn_django.client import get_client
+
+    get_client().get_or_create_customer(
+        "d1", name="Detail Person", email="d@example.com", auto_enable_plan_id="pro"
+    )
+    page = admin_client.get(detail("d1")).content.decode()
+    assert "Detail Person" in page and "d@example.com" in page
+    assert 'class="autumn-subscription"><td>pro</td><td>active</td>' in page
+    assert "No balances." in page and "&quot;subscriptions&quot;" in page
+
+
+def test_an_unknown_customer_says_so(autumn_emulator, admin_client):
+    page = admin_client.get(detail("ghost")).content.decode()
+    assert "customer_not_found" in page and "Autumn did not return this customer." in page
+
+
+def test_link_or_import_makes_the_mirror_row(autumn_emulator, admin_client, django_user_model):
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        user = django_user_model.objects.create_user("old", "old@example.com", "x")
+    autumn_emulator.add_customer(id=str(user.pk), name="Made elsewhere", stripe_id="cus_Linked1234")
+    assert f"Link to {user}" in admin_client.get(detail(str(user.pk))).content.decode()
+    response = admin_client.post(reverse("admin:autumn_django_remotecustomer_link", args=[str(user.pk)]))
+    assert response.status_code == 302
+    row = Customer.objects.get(user=user)
+    assert (row.state, row.stripe_id, row.name) == ("synced", "cus_Linked1234", "Made elsewhere")
+
+
+def test_link_needs_post(autumn_emulator, admin_client):
+    assert admin_client.get(reverse("admin:autumn_django_remotecustomer_link", args=["x"])).status_code == 405
+
+
+def test_delete_in_autumn_asks_first_then_deletes_on_post(autumn_emulator, admin_client, django_user_model):
+    user = django_user_model.objects.create_user("gone", "gone@example.com", "x")
+    url = reverse("admin:autumn_django_remotecustomer_delete", args=[str(user.pk)])
+    confirm = admin_client.get(url).content.decode()
+    assert "Yes, delete it in Autumn" in confirm and "csrfmiddlewaretoken" in confirm
+    assert autumn_emulator.customer(str(user.pk)) is not None
+    assert admin_client.post(url).status_code == 302
+    assert autumn_emulator.customer(str(user.pk)) is None
+    assert not Customer.objects.filter(user=user).exists()
+
+
+def test_state_changes_need_the_csrf_token(autumn_emulator, django_user_model):
+    from django.test import Client
+
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "x")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(admin)
+    url = reverse("admin:autumn_django_remotecustomer_delete", args=[str(admin.pk)])
+    assert csrf_client.post(url).status_code == 403
+    assert autumn_emulator.customer(str(admin.pk)) is not None
+
+
+# --- the mirror's admin ---------------------------------------------------------------------
+
+
+def test_the_mirror_list_shows_state_and_searches_the_user(autumn_emulator, admin_client, django_user_model):
+    django_user_model.objects.create_user("findme", "findme@example.com", "x")
+    autumn_emulator.fail_next(5, status=503)
+    django_user_model.objects.create_user("broken", "broken@example.com", "x")
+    url = reverse("admin:autumn_django_customer_changelist")
+    page = admin_client.get(url).content.decode()
+    assert ">Synced</span>" in page and ">Failed</span>" in page and "503 service_unavailable" in page
+    found = admin_client.get(url, {"q": "findme"}).content.decode()
+    assert ">findme</a>" in found and ">broken</a>" not in found  # found by the user's username
+    filtered = admin_client.get(url, {"state__exact": "failed"}).content.decode()
+    assert ">broken</a>" in filtered and ">findme</a>" not in filtered
+
+
+def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, django_user_model):
+    autumn_emulator.fail_next(5, status=503)
+    user = django_user_model.objects.create_user("later", "later@example.com", "x")
+    row = Customer.objects.get(user=user)
+    assert row.state == "failed"
+    url = reverse("admin:autumn_django_customer_changelist")
+    response = admin_client.post(url, {"action": "retry_failed", "_selected_action": [row.pk]}, follow=True)
+    assert "1 customer(s) synced with Autumn." in response.content.decode()
+    assert Customer.objects.get(pk=row.pk).state == "synced"
+    from autumn_django.client import get_client
+
+    get_client().update_customer(str(user.pk), stripe_id="cus_Refreshed12")
+    response = admin_client.post(
+        url, {"action": "refresh_from_autumn", "_selected_action": [row.pk]}, follow=True
+    )
+    assert "1 customer(s) refreshed from Autumn." in response.content.decode()
+    assert Customer.objects.get(pk=row.pk).stripe_id == "cus_Refreshed12"
+    autumn_emulator.fail_next(5, status=400, code="invalid_inputs", message="email: bad")
+    user.email = "changed@example.com"
+    user.save()
+    response = admin_client.post(url, {"action": "sync_now", "_selected_action": [row.pk]}, follow=True)
+    assert response.status_code == 200 and "email: bad" in response.content.decode()
+
+
+def test_the_change_page_shows_the_json_and_allows_no_adding(
+    autumn_emulator, admin_client, django_user_model
+):
+    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")
+    row = Customer.objects.get(user=user)
+    page = admin_client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).content.decode()
+    assert "<pre>{" in page and "&quot;email&quot;: &quot;jane@example.com&quot;" in page
+    assert admin_client.get(reverse("admin:autumn_django_customer_add")).status_code == 403
