@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.10 or newer is needed (PYTHON=$(PYTHON) is %d.%d)" % sys.version_info[:2] if sys.version_info < (3, 10) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,services,example]'
+	$(BIN)/python -m pip install --quiet -e '.[test,services,browser,example]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

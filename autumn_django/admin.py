@@ -77,11 +77,19 @@ def user_admin_url(user: Any) -> str | None:
         return None
 
 
-def remote_created(customer: dict[str, Any]) -> datetime.datetime | None:
-    created = customer.get("created_at")
-    if not isinstance(created, (int, float)):
+def local_time(milliseconds: Any) -> datetime.datetime | None:
+    """Autumn's epoch milliseconds as the site's local time."""
+    if not isinstance(milliseconds, (int, float)):
         return None
-    return timezone.localtime(datetime.datetime.fromtimestamp(created / 1000, tz=datetime.timezone.utc))
+    return timezone.localtime(datetime.datetime.fromtimestamp(milliseconds / 1000, tz=datetime.timezone.utc))
+
+
+def remote_created(customer: dict[str, Any]) -> datetime.datetime | None:
+    return local_time(customer.get("created_at"))
+
+
+DETAIL_FIELDS = ("id", "name", "email", "fingerprint", "stripe_id", "env", "send_email_receipts")
+LIST_HEADINGS = ("Customer id", "Name", "Email", "Env", "Created", "Stripe id", "Active plans", "Local user")
 
 
 def active_plans(customer: dict[str, Any]) -> list[str]:
@@ -302,6 +310,7 @@ class RemoteCustomerAdmin(admin.ModelAdmin):
             search=search,
             per_page=per_page,
             page_sizes=PAGE_SIZES,
+            headings=LIST_HEADINGS,
             pagination=pagination,
             env=client.env,
             api_version=client.api_version,
@@ -370,6 +379,16 @@ class RemoteCustomerAdmin(admin.ModelAdmin):
             created=remote_created(customer) if customer else None,
             plans=active_plans(customer) if customer else [],
             raw=json.dumps(customer, indent=2, sort_keys=True) if customer else "",
+            fields=[(name, customer.get(name)) for name in DETAIL_FIELDS] if customer else [],
+            subscriptions=[
+                {
+                    "plan": (sub.get("plan") or {}).get("name") or sub.get("plan_id"),
+                    "status": sub.get("status"),
+                    "started": local_time(sub.get("started_at")),
+                    "period_end": local_time(sub.get("current_period_end")),
+                }
+                for sub in (customer or {}).get("subscriptions") or []
+            ],
             row=row,
             user_url=user_admin_url(row.user if row else None),
             candidate=None if row else self._local_user(customer_id),

@@ -398,3 +398,13 @@ def test_the_http_server_reports_its_counters(http_emulator):
     assert stats["calls"] == {"customers.list": 1, "customers.get": 1}
     assert stats["statuses"] == {"customers.list 200": 1, "customers.get 404": 1}
     assert stats["customers"] == {"sandbox": 0, "live": 0}
+
+
+def test_add_customer_can_give_active_plans():
+    emulator = Emulator()
+    customer = emulator.add_customer(id="p1", plans=["pro", "seats"])
+    assert [(s["plan_id"], s["status"]) for s in customer["subscriptions"]] == [
+        ("pro", "active"),
+        ("seats", "active"),
+    ]
+    assert sorted(emulator.plans) == ["pro", "seats"]

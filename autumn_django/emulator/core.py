@@ -283,9 +283,13 @@ class Emulator:
 
     def add_customer(self, env: str = "sandbox", **fields: Any) -> JSONDict:
         """Put a customer straight into the store, as if made elsewhere
-        (another app, Autumn's dashboard). ``created_at`` may be given."""
+        (another app, Autumn's dashboard). ``created_at`` may be given, and
+        ``plans``: plan ids (added if unknown) it holds active subscriptions to."""
         with self._lock:
+            plan_ids = fields.pop("plans", ())
             record = self._new_record(env, fields.pop("id", None), fields)
+            for plan_id in plan_ids:
+                self._attach(record, self.plans.get(plan_id) or self.add_plan(plan_id), auto_enable=False)
             self._changed()
             return _detached(self._public(record))
 
