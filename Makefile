@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test clean
+.PHONY: demo demo-no-serve test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.10 or newer is needed (PYTHON=$(PYTHON) is %d.%d)" % sys.version_info[:2] if sys.version_info < (3, 10) else 0)'
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python manage.py migrate --no-input --verbosity 0
 	$(BIN)/python manage.py demo $(DEMO_ARGS)
+
+demo-no-serve: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input --verbosity 0
+	$(BIN)/python manage.py demo --no-serve $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

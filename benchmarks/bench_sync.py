@@ -106,7 +106,9 @@ def measure(label: str, url: str, args: list[str], rate_limits: bool) -> dict[st
     after = emulator_statuses(url)
     answered = {key: after.get(key, 0) - before_statuses.get(key, 0) for key in after}
     writes = sum(
-        count for route, count in summary["api_calls"].items() if route not in ("customers.list", "customers.get")
+        count
+        for route, count in summary["api_calls"].items()
+        if route not in ("customers.list", "customers.get")
     )
     return {
         "run": label,
@@ -145,7 +147,9 @@ def baseline(url: str, users: list[int], sample: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -185,9 +189,7 @@ def main() -> None:
         User.objects.filter(pk__in=changed).update(email="changed@example.com")
     process, url = start_emulator(data, options.latency_ms, rate_limits=True)
     try:
-        limited = measure(
-            f"rate-limited: {len(changed)} emails changed", url, concurrency, rate_limits=True
-        )
+        limited = measure(f"rate-limited: {len(changed)} emails changed", url, concurrency, rate_limits=True)
     finally:
         stop_emulator(process)
 
@@ -215,12 +217,20 @@ def main() -> None:
         f"naive baseline: {naive['seconds_per_user'] * 1000:.1f} ms/user measured on {naive['sample']} "  # type: ignore[operator]
         f"users, scaled linearly to {options.users}: {naive['seconds']} s"
     )
-    header = f"{'run':<38} {'s':>8} {'users/s':>8} {'writes':>7} {'429s':>5} {'failed':>6} {'RSS+MB':>7} {'SQL':>6}"
-    print(header)
+    columns = [("run", "run", 38), ("seconds", "s", 8), ("users_per_second", "users/s", 8),
+               ("write_calls", "writes", 7), ("answers_429", "429s", 5), ("failed", "failed", 6),
+               ("peak_rss_growth_mb", "RSS+MB", 7), ("sql_queries", "SQL", 6)]  # fmt: skip
+    print(
+        " ".join(
+            f"{title:<{width}}" if key == "run" else f"{title:>{width}}" for key, title, width in columns
+        )
+    )
     for row in (initial, rerun, limited):
         print(
-            f"{row['run']:<38} {row['seconds']:>8} {row['users_per_second']:>8} {row['write_calls']:>7} "
-            f"{row['answers_429']:>5} {row['failed']:>6} {row['peak_rss_growth_mb']:>7} {row['sql_queries']:>6}"
+            " ".join(
+                f"{row[key]!s:<{width}}" if key == "run" else f"{row[key]!s:>{width}}"
+                for key, _, width in columns
+            )
         )
     print(f"initial run vs naive baseline: {speedup:.1f}x faster")
     print(f"rate-limited run: {limited['seconds']} s against a {bound:.0f} s bound "

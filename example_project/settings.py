@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "autumn_django",
     "example_project",
 ]
+# In production add a worker backend here (see docs/sync.md); the default,
+# ImmediateBackend, syncs right after each commit in the web process.
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -64,6 +66,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "billing"
+LOGOUT_REDIRECT_URL = "home"
 
 # The emulator's well-formed but obviously fake sandbox key; set
 # AUTUMN_SECRET_KEY (and AUTUMN_BASE_URL=https://api.useautumn.com) for the

@@ -19,7 +19,7 @@ def free_port():
 
 
 @pytest.mark.http
-def test_manage_py_demo_creates_and_lists_customers_through_the_emulator(tmp_path):
+def test_manage_py_demo_syncs_sample_users_through_the_emulator_and_checks(tmp_path):
     env = {
         **os.environ,
         "AUTUMN_BASE_URL": f"http://127.0.0.1:{free_port()}",
@@ -32,10 +32,17 @@ def test_manage_py_demo_creates_and_lists_customers_through_the_emulator(tmp_pat
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert run("check").returncode == 0
-    result = run("demo")
+    assert run("migrate", "--no-input").returncode == 0
+    result = run("demo", "--no-serve", "--users", "40")
     assert result.returncode == 0, result.stderr
-    assert "Started the Autumn emulator" in result.stdout
-    assert "get_or_create demo-1: Ada Lovelace <ada@example.com>" in result.stdout
-    assert "3 customers listed from" in result.stdout
+    out = result.stdout
+    assert "Started the local Autumn emulator" in out
+    assert "autumn_sync push in" in out and "created 40" in out
+    assert "In sync: 40." in out and "Everything is in sync." in out
+    assert "user admin, password " in out
     assert (tmp_path / "emulator.json").exists()
+    again = run("demo", "--no-serve", "--users", "40")  # idempotent; the data file kept the customers
+    assert again.returncode == 0, again.stderr
+    assert "0 created, 40 already there." in again.stdout
+    assert "created 0, updated 0, unchanged 41" in again.stdout  # the samples and the admin
     assert "am_sk_" not in result.stdout + result.stderr
