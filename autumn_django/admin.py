@@ -269,7 +269,7 @@ class RemoteCustomerAdmin(admin.ModelAdmin):
         except ValueError:
             per_page = 50
         per_page = per_page if per_page in PAGE_SIZES else 50
-        filters = {"search": search} if search else {}
+        filters: dict[str, Any] = {"search": search} if search else {}
         page: dict[str, Any] = {"list": []}
         pagination: dict[str, Any] = {}
         try:

@@ -347,7 +347,7 @@ def write_rows(rows: list[Customer], fields: list[str]) -> None:
     model_fields = [meta.get_field(name) for name in fields]
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in model_fields)  # type: ignore[union-attr]
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # type: ignore[union-attr]
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
     params = [
         [field.get_db_prep_save(getattr(row, field.attname), connection) for field in model_fields]  # type: ignore[union-attr]
         + [row.pk]

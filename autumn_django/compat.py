@@ -2,8 +2,12 @@
 backport before it. Both read the same ``TASKS`` setting."""
 
 try:
-    from django.tasks import TaskResultStatus, task, task_backends  # type: ignore[import-not-found]
+    from django.tasks import TaskResultStatus, task, task_backends
 except ImportError:
-    from django_tasks import TaskResultStatus, task, task_backends
+    from django_tasks import (  # type: ignore[assignment,no-redef]
+        TaskResultStatus,
+        task,
+        task_backends,
+    )
 
 __all__ = ["TaskResultStatus", "task", "task_backends"]

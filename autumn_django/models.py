@@ -19,15 +19,15 @@ from django.utils import timezone
 
 
 class Customer(models.Model):
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SYNCED = "synced", "Synced"
-        FAILED = "failed", "Failed"
-        DELETING = "deleting", "Deleting"
+    class State(models.TextChoices):  # labels are the names, capitalised
+        PENDING = "pending"
+        SYNCED = "synced"
+        FAILED = "failed"
+        DELETING = "deleting"
 
     class Env(models.TextChoices):
-        SANDBOX = "sandbox", "Sandbox"
-        LIVE = "live", "Live"
+        SANDBOX = "sandbox"
+        LIVE = "live"
 
     # SET_NULL: when the user row is deleted, the mirror row stays (state
     # "deleting") until Autumn has confirmed the remote delete.

@@ -8,9 +8,10 @@ outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -25,7 +26,7 @@ from ...exceptions import AutumnError
 class Progress:
     """A progress bar on a terminal; plain lines every few seconds elsewhere."""
 
-    def __init__(self, stream: TextIO, total: int, *, interval: float = 5.0) -> None:
+    def __init__(self, stream: Any, total: int, *, interval: float = 5.0) -> None:
         self.stream, self.total, self.interval = stream, total, interval
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.done = self.failed = 0
@@ -128,7 +129,7 @@ class Command(BaseCommand):
         self.progress_stream = self.stderr if options["json"] else self.stdout
         try:
             if options["check"]:
-                return self.check()
+                return self.drift_check()
             if options["pull"]:
                 return self.pull()
             if options["prune"]:
@@ -165,7 +166,7 @@ class Command(BaseCommand):
             day = parse_date(value)
             if day is None:
                 raise CommandError(f"--since {value!r} is not an ISO 8601 date or datetime.")
-            moment = timezone.datetime(day.year, day.month, day.day)
+            moment = datetime.datetime(day.year, day.month, day.day)
         if timezone.is_naive(moment):
             moment = timezone.make_aware(moment)
         return moment
@@ -226,7 +227,7 @@ class Command(BaseCommand):
             chunks += 1
         self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} users for the workers.")
 
-    def check(self) -> None:
+    def drift_check(self) -> None:
         drift = bulk.check(bulk.bulk_client(1), self.users(), self.options["batch_size"])
         if self.options["json"]:
             self.stdout.write(json.dumps(drift.as_dict(), indent=2))
