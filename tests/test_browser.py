@@ -74,8 +74,8 @@ def signed_in(page, live_server, autumn_emulator, django_user_model):
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "pw-for-tests")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
+    navigate(page, page.click, "input[type=submit]")
+    assert page.url == f"{live_server.url}/admin/"
     return page
 
 
@@ -97,6 +97,13 @@ def seed(emulator, count=30):
         )  # fmt: skip
 
 
+def navigate(page, action, *args):
+    """Do ``action`` (page.click, page.press...) and wait for the page it
+    loads: a locator read right after a click may still see the old page."""
+    with page.expect_navigation():
+        action(*args)
+
+
 def ids_on(page):
     return page.locator("tr.autumn-customer th a").all_inner_texts()
 
@@ -105,19 +112,19 @@ def test_browse_search_and_page_at_api_2_1(signed_in, live_server, autumn_emulat
     page = signed_in
     seed(autumn_emulator)
     page.goto(f"{live_server.url}/admin/")
-    page.click("text=Autumn customers")
+    navigate(page, page.click, "text=Autumn customers")
     page.select_option("select[name=per_page]", "25")
-    page.click("#changelist-search input[type=submit]")
+    navigate(page, page.click, "#changelist-search input[type=submit]")
     assert ids_on(page)[:2] == ["cust-29", "cust-28"] and len(ids_on(page)) == 25
     assert "31 customers" in page.inner_text(".autumn-pages")
     page.screenshot(path=tmp_path / "list.png", full_page=True)
     keep_screenshot(tmp_path / "list.png", "admin-remote-list.png")
-    page.click("a.autumn-next")
+    navigate(page, page.click, "a.autumn-next")
     assert ids_on(page)[:2] == ["cust-04", "cust-03"]
-    page.click("a.autumn-previous")
+    navigate(page, page.click, "a.autumn-previous")
     assert ids_on(page)[0] == "cust-29"
     page.fill("#searchbar", "customer07")
-    page.press("#searchbar", "Enter")
+    navigate(page, page.press, "#searchbar", "Enter")
     assert ids_on(page) == ["cust-07"]
 
 
@@ -128,9 +135,9 @@ def test_cursor_pages_forward_and_back_at_api_2_3(signed_in, live_server, autumn
     page.goto(f"{live_server.url}/admin/autumn_django/remotecustomer/?per_page=25")
     first = ids_on(page)
     assert first[0] == "cust-29" and "Page 1" in page.inner_text(".autumn-pages")
-    page.click("a.autumn-next")
+    navigate(page, page.click, "a.autumn-next")
     assert ids_on(page)[:2] == ["cust-04", "cust-03"] and "Page 2" in page.inner_text(".autumn-pages")
-    page.click("a.autumn-previous")
+    navigate(page, page.click, "a.autumn-previous")
     assert ids_on(page) == first
 
 
@@ -151,11 +158,11 @@ def test_detail_link_or_import_and_delete_in_autumn(
     assert "pro" in page.inner_text("tr.autumn-subscription")
     page.screenshot(path=tmp_path / "detail.png", full_page=True)
     keep_screenshot(tmp_path / "detail.png", "admin-remote-detail.png")
-    page.click(f"text=Link to {user}")
+    navigate(page, page.click, f"text=Link to {user}")
     assert "Linked" in page.inner_text(".messagelist")
     assert Customer.objects.get(user=user).stripe_id == "cus_Ada12345"
-    page.click("text=Delete in Autumn")
-    page.click("text=Yes, delete it in Autumn")
+    navigate(page, page.click, "text=Delete in Autumn")
+    navigate(page, page.click, "text=Yes, delete it in Autumn")
     assert f"Deleted {user.pk} in Autumn." in page.inner_text(".messagelist")
     assert autumn_emulator.customer(str(user.pk)) is None
 
@@ -169,6 +176,6 @@ def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emula
     assert "Failed" in page.inner_text("#result_list")
     page.check("#result_list input.action-select")
     page.select_option("select[name=action]", "retry_failed")
-    page.click("button[name=index]")
+    navigate(page, page.click, "button[name=index]")
     assert "1 customer(s) synced with Autumn." in page.inner_text(".messagelist")
     assert Customer.objects.get(user=user).state == "synced"
