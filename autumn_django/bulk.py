@@ -138,7 +138,7 @@ class BulkSync:
                 orphans = Customer.objects.filter(state=Customer.State.DELETING, user__isnull=True)
                 for chunk in chunks(orphans.iterator(chunk_size=self.batch_size), self.batch_size):
                     self._run([(row, None) for row in chunk])
-        return self._finish()
+        return self.finish()
 
     def retry(self) -> Summary:
         """The outbox: rows still pending or deleting, and failed rows whose
@@ -148,9 +148,9 @@ class BulkSync:
             self._pool = pool
             for chunk in chunks(rows.iterator(chunk_size=self.batch_size), self.batch_size):
                 self._run([(row, row.user) for row in chunk])
-        return self._finish()
+        return self.finish()
 
-    def _finish(self) -> Summary:
+    def finish(self) -> Summary:
         self.summary.calls = Counter(self.client.calls) - self._calls_before
         self.summary.duration = time.monotonic() - self.summary.started
         return self.summary

@@ -196,7 +196,7 @@ class Command(BaseCommand):
         try:
             summary = runner.retry() if retry else runner.push(users, include_deleting=not self.selected)
         except KeyboardInterrupt:
-            summary = runner._finish()
+            summary = runner.finish()
             summary.interrupted = True
         progress.finish()
         self.print_summary(summary, "retry" if retry else "push")
