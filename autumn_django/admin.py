@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import conf, mapping, sync
-from .client import AutumnClient
+from .client import AutumnClient, get_client
 from .exceptions import AutumnAPIError, AutumnError, NotFound
 from .models import Customer, RemoteCustomer
 
@@ -42,21 +42,7 @@ PAGE_SIZES = (25, 50, 100, 250, 1000)
 def admin_client() -> AutumnClient:
     """A client with short timeouts and one retry: a slow Autumn must not
     hang an admin page (``AUTUMN["ADMIN_TIMEOUT"]``)."""
-    settings = conf.load()
-    key = (settings, conf.get("ADMIN_TIMEOUT"))
-    client = _admin_clients.get(key)
-    if client is None:
-        client = _admin_clients[key] = AutumnClient(
-            settings.secret_key,
-            base_url=settings.base_url,
-            api_version=settings.api_version,
-            timeout=conf.normalize_timeout(conf.get("ADMIN_TIMEOUT")),
-            max_retries=1,
-        )
-    return client
-
-
-_admin_clients: dict[Any, AutumnClient] = {}
+    return get_client(timeout=conf.normalize_timeout(conf.get("ADMIN_TIMEOUT")), max_retries=1)
 
 
 def describe(error: AutumnError) -> str:

@@ -365,7 +365,7 @@ def bulk_client(concurrency: int) -> AutumnClient:
     """A client for bulk work: a connection for each thread, and paced to
     ``AUTUMN["RATE_LIMITS"]`` (Autumn's published limits less 10% unless set)."""
     from . import conf
-    from .client import published_rate_limits
+    from .client import client_from_settings, published_rate_limits
 
     settings = conf.load()
     configured = conf.get("RATE_LIMITS")
@@ -373,15 +373,7 @@ def bulk_client(concurrency: int) -> AutumnClient:
     if configured is not False:
         limits = published_rate_limits(settings.api_version)
         limits.update(configured or {})
-    return AutumnClient(
-        settings.secret_key,
-        base_url=settings.base_url,
-        api_version=settings.api_version,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        pool_size=concurrency,
-        rate_limits=limits,
-    )
+    return client_from_settings(settings, pool_size=concurrency, rate_limits=limits)
 
 
 @dataclass

@@ -52,7 +52,14 @@ from .exceptions import (
 
 logger = logging.getLogger("autumn_django.client")
 
-__all__ = ["UNSET", "AutumnClient", "RateLimiter", "get_client", "published_rate_limits"]
+__all__ = [
+    "UNSET",
+    "AutumnClient",
+    "RateLimiter",
+    "client_from_settings",
+    "get_client",
+    "published_rate_limits",
+]
 
 
 class _Unset:
@@ -505,29 +512,37 @@ def published_rate_limits(api_version: str, headroom: float = 0.9) -> dict[str, 
     return {route: rate * headroom for route, rate in limits.items()}
 
 
-_clients: dict[conf.AutumnSettings, AutumnClient] = {}
+def client_from_settings(settings: conf.AutumnSettings, **overrides: Any) -> AutumnClient:
+    """A new client for validated settings; ``overrides`` replace any of the
+    constructor's keywords (``timeout``, ``max_retries``, ``pool_size``...)."""
+    options: dict[str, Any] = {
+        "base_url": settings.base_url,
+        "api_version": settings.api_version,
+        "timeout": settings.timeout,
+        "max_retries": settings.max_retries,
+        **overrides,
+    }
+    return AutumnClient(settings.secret_key, **options)
+
+
+_clients: dict[tuple[Any, ...], AutumnClient] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client() -> AutumnClient:
+def get_client(**overrides: Any) -> AutumnClient:
     """The client for the current ``settings.AUTUMN``.
 
-    One per distinct configuration, shared by every thread, so connections are
-    pooled across requests; a changed setting (``override_settings`` in tests)
-    gets its own client at once.
+    One per distinct configuration (and ``overrides``, which must be
+    hashable, e.g. the admin's shorter ``timeout``), shared by every thread,
+    so connections are pooled across requests; a changed setting
+    (``override_settings`` in tests) gets its own client at once.
     """
     settings = conf.load()
-    client = _clients.get(settings)
+    key = (settings, *sorted(overrides.items()))
+    client = _clients.get(key)
     if client is None:
         with _clients_lock:
-            client = _clients.get(settings)
+            client = _clients.get(key)
             if client is None:
-                client = AutumnClient(
-                    settings.secret_key,
-                    base_url=settings.base_url,
-                    api_version=settings.api_version,
-                    timeout=settings.timeout,
-                    max_retries=settings.max_retries,
-                )
-                _clients[settings] = client
+                client = _clients[key] = client_from_settings(settings, **overrides)
     return client
