@@ -205,7 +205,7 @@ class CustomerAdmin(admin.ModelAdmin):
             except AutumnError as error:
                 messages.error(request, f"{row.customer_id}: {describe(error)}")
                 continue
-            Customer.objects.filter(pk=row.pk).update(**Customer.remote_columns(remote), payload_hash="")
+            sync.store_remote(row.pk, remote)
             refreshed += 1
         if refreshed:
             messages.success(request, f"{refreshed} customer(s) refreshed from Autumn.")

@@ -247,6 +247,15 @@ def execute(plan: Plan, client: AutumnClient, *, force: bool = False) -> Outcome
         return Outcome(FAILED, error=error, calls=calls)
 
 
+def store_remote(row_pk: int, customer: dict[str, Any]) -> None:
+    """Keep what Autumn holds for a row read outside a sync (a refresh). The
+    payload hash is cleared: Autumn may no longer hold what was last pushed,
+    so the next sync compares the user's data with this answer afresh."""
+    Customer.objects.filter(pk=row_pk).update(
+        **Customer.remote_columns(customer), payload_hash="", updated=timezone.now()
+    )
+
+
 def synced_values(remote: dict[str, Any], payload: Payload) -> dict[str, Any]:
     """The row's columns once Autumn has confirmed ``payload``."""
     return {

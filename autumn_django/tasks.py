@@ -47,12 +47,12 @@ def sync_users(user_pks: list[Any]) -> dict[str, Any]:
     return summary.as_dict()
 
 
-def configured(**options: Any) -> Any:
-    return sync_customer.using(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"), **options)
-
-
-def configured_sync_users() -> Any:
-    return sync_users.using(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"))
+def configured(task_: Any = None, **options: Any) -> Any:
+    """``task_`` (default: sync_customer) moved to ``AUTUMN["TASK_BACKEND"]``
+    and ``AUTUMN["TASK_QUEUE"]``, with any other ``.using()`` options."""
+    return (task_ or sync_customer).using(
+        backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"), **options
+    )
 
 
 def enqueue_after_commit(row: Any, using: str = "default") -> None:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from autumn_django.client import get_client
 from autumn_django.exceptions import AutumnError
 from autumn_django.models import Customer
+from autumn_django.sync import store_remote
 
 
 class SignUpForm(UserCreationForm):
@@ -74,6 +75,6 @@ def refresh(request: HttpRequest) -> HttpResponse:
     except AutumnError as error:
         messages.error(request, f"Autumn: {error}")
         return redirect("billing")
-    Customer.objects.filter(pk=row.pk).update(**Customer.remote_columns(remote))
+    store_remote(row.pk, remote)
     messages.success(request, "Refreshed from Autumn.")
     return redirect("billing")

@@ -223,7 +223,7 @@ class Command(BaseCommand):
         chunks = 0
         users = self.users().values_list("pk", flat=True)
         for chunk in bulk.chunks(users.iterator(chunk_size=size), size):
-            tasks.configured_sync_users().enqueue([bulk._jsonable(pk) for pk in chunk])
+            tasks.configured(tasks.sync_users).enqueue([bulk._jsonable(pk) for pk in chunk])
             chunks += 1
         self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} users for the workers.")
 
