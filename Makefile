@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check autumn_django tests example_project benchmarks
 	$(BIN)/ruff format --check autumn_django tests example_project benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 package-check: $(STAMP)
 	rm -rf dist

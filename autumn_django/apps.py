@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class AutumnConfig(AppConfig):
@@ -7,6 +8,8 @@ class AutumnConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (checks register on import)
+        from . import receivers
+        from .checks import check_settings
 
-        signals.connect()
+        checks.register(check_settings, "autumn")
+        receivers.connect()

@@ -1,17 +1,18 @@
 """System checks: settings mistakes reported at ``manage.py check`` time,
-rather than on the first user save in production."""
+rather than on the first user save in production. Registered in
+``AppConfig.ready()``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf, contract
+from .compat import task_backends
 
 
-@register("autumn")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = [
         Error(f"{problem.name} {problem.message}", hint=problem.hint or None, id="autumn_django.E001")
@@ -42,9 +43,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 def _check_task_routing() -> list[CheckMessage]:
     """The backend alias and queue the sync tasks go to must exist, or every
     save would log an enqueue failure."""
-    from .compat import task_backends
-
-    alias, queue = conf.get("TASK_BACKEND"), conf.get("TASK_QUEUE")
+    values = {**conf.DEFAULTS, **conf.raw()}
+    alias, queue = values["TASK_BACKEND"], values["TASK_QUEUE"]
     if not isinstance(alias, str) or not isinstance(queue, str):
         return []  # reported by conf.problems()
     if alias not in task_backends.settings:

@@ -1,9 +1,7 @@
 """An HTTP client for Autumn's customers API.
 
-One method per operation, named for it. Paths are the snake_case routes the
-server serves (``/v1/customers.get_or_create``); the API page this project was
-specified from spells it ``customers.getOrCreate``, a name Autumn served for two
-days in February 2026 and no longer does, so it is never used here.
+One method per operation, named for it, on the snake_case routes the server
+serves (``/v1/customers.get_or_create``; see :mod:`autumn_django.contract`).
 
 Keyword arguments follow the API's fields. A keyword left out is not sent; a
 keyword given as ``None`` is sent as JSON ``null`` (which clears the field in
@@ -28,7 +26,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from html import unescape
 from typing import Any, Literal
 
@@ -40,13 +38,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import __version__, conf, contract
+from .contract import UNSET
 from .exceptions import (
     AutumnAPIError,
     AutumnConnectionError,
     AutumnImproperlyConfigured,
+    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
-    ValidationError,
     error_class_for_status,
 )
 
@@ -57,29 +56,10 @@ __all__ = [
     "AutumnClient",
     "RateLimiter",
     "client_from_settings",
+    "bulk_client",
     "get_client",
-    "published_rate_limits",
 ]
 
-
-class _Unset:
-    """Marks a keyword that was not given, as opposed to one given as None."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNSET: Any = _Unset()
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -101,21 +81,30 @@ class RateLimiter:
     paced. Spreading (rather than bursting up to the limit) keeps every one
     of Autumn's fixed one-second windows under the limit."""
 
-    def __init__(self, limits: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        limits: Mapping[str, float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.limits = {route: rate for route, rate in limits.items() if rate}
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
 
-    def wait(self, route: str) -> None:
+    def wait(self, route: str) -> float:
+        """Wait for ``route``'s next slot; returns the slot's time on the clock."""
         rate = self.limits.get(route)
         if not rate:
-            return
+            return self._clock()
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             slot = max(now, self._next.get(route, now))
             self._next[route] = slot + 1 / rate
         if slot > now:
-            time.sleep(slot - now)
+            self._sleep(slot - now)
+        return slot
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -421,13 +410,13 @@ class AutumnClient:
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
-            code = str(body.get("code") or _default_code(status))
+            code = str(body.get("code") or contract.default_error_code(status))
             message = body["message"]
             env = body.get("env")
         else:
             text = _summarize(response)
             body = text if body is None else body
-            code = _default_code(status)
+            code = contract.default_error_code(status)
             message = text or f"HTTP {status} {response.reason or ''}".strip()
             env = None
         message = message.replace(self._auth.key, "***")
@@ -451,17 +440,7 @@ def _fields(arguments: dict[str, Any]) -> dict[str, Any]:
 def _check_customer_id(field: str, value: object, route: str) -> None:
     problem = contract.customer_id_problem(value)
     if problem:
-        raise ValidationError(None, "invalid_inputs", f"{field}: {problem}", operation=route)
-
-
-def _default_code(status: int) -> str:
-    if status == 429:
-        return "rate_limit_exceeded"
-    if status == 503:
-        return "service_unavailable"
-    if status >= 500:
-        return "internal_error"
-    return f"http_{status}"
+        raise InvalidRequest(None, "invalid_inputs", f"{field}: {problem}", operation=route)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -499,19 +478,6 @@ def _describe_transport_error(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
-def published_rate_limits(api_version: str, headroom: float = 0.9) -> dict[str, float]:
-    """Autumn's published per-second limits for a version, times ``headroom``
-    so that timing jitter on the way does not tip a window over."""
-    version = contract.parse_api_version(api_version) or contract.MIN_SUPPORTED_VERSION
-    org_cap = contract.ORG_CAP.limit / contract.ORG_CAP.window_seconds
-    limits = {
-        route: float(contract.endpoint_rate_limit(route, version).limit)
-        for route in (contract.LIST, contract.UPDATE, contract.DELETE)
-    }
-    limits[contract.GET_OR_CREATE] = limits[contract.GET] = org_cap
-    return {route: rate * headroom for route, rate in limits.items()}
-
-
 def client_from_settings(settings: conf.AutumnSettings, **overrides: Any) -> AutumnClient:
     """A new client for validated settings; ``overrides`` replace any of the
     constructor's keywords (``timeout``, ``max_retries``, ``pool_size``...)."""
@@ -538,7 +504,7 @@ def get_client(**overrides: Any) -> AutumnClient:
     (``override_settings`` in tests) gets its own client at once.
     """
     settings = conf.load()
-    key = (settings, *sorted(overrides.items()))
+    key = (settings.connection, *sorted(overrides.items()))
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
@@ -546,3 +512,11 @@ def get_client(**overrides: Any) -> AutumnClient:
             if client is None:
                 client = _clients[key] = client_from_settings(settings, **overrides)
     return client
+
+
+def bulk_client(concurrency: int) -> AutumnClient:
+    """A new client for bulk work (``autumn_sync``, its tasks): a pooled
+    connection for each of ``concurrency`` threads, and paced to
+    ``AUTUMN["RATE_LIMITS"]`` (Autumn's published limits less 10% unless set)."""
+    settings = conf.load()
+    return client_from_settings(settings, pool_size=concurrency, rate_limits=settings.rate_limits)

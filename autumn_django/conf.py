@@ -1,21 +1,27 @@
 """The one place ``settings.AUTUMN`` is read.
 
-Settings are read when used, never at import, so ``override_settings`` and
-settings changed by tests take effect at once. :func:`problems` lists every
-mistake (the system checks report them at ``manage.py check``); :func:`load`
-raises the first one as :class:`AutumnImproperlyConfigured`. No message ever
-contains the secret key itself.
+:func:`load` returns one typed, validated snapshot of every key
+(:class:`AutumnSettings`, read as attributes), built on first use and kept
+until the ``AUTUMN`` setting changes (Django's ``setting_changed`` signal,
+which ``override_settings`` and pytest-django's ``settings`` send). A user's
+save therefore reads settings without validating them again or importing
+the mapping functions again. :func:`problems` lists every mistake (the
+system checks report them at ``manage.py check``); :func:`load` raises the
+first one as :class:`AutumnImproperlyConfigured`. No message ever contains
+the secret key itself.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from . import contract
@@ -61,13 +67,43 @@ CALLABLE_SETTINGS = ("CUSTOMER_ID", "CUSTOMER_DATA", "SHOULD_SYNC")
 
 @dataclass(frozen=True)
 class AutumnSettings:
-    """A validated snapshot of ``settings.AUTUMN`` with defaults filled in."""
+    """A validated snapshot of ``settings.AUTUMN`` with defaults filled in;
+    each key is an attribute of the same name in lower case, and the three
+    mapping settings are the functions themselves (dotted paths imported)."""
 
-    secret_key: str
+    secret_key: str = field(repr=False)
     base_url: str
     api_version: str
     timeout: Timeout
     max_retries: int
+    customer_id: Callable[[Any], Any] | None = None
+    customer_data: Callable[[Any], Any] | None = None
+    should_sync: Callable[[Any], Any] | None = None
+    delete_policy: Literal["delete", "keep"] = "delete"
+    delete_in_stripe: bool = False
+    create_in_stripe: bool | None = None
+    auto_enable_plan_id: str | None = None
+    send_email_receipts: bool | None = None
+    raise_errors: bool = False
+    task_backend: str = "default"
+    task_queue: str = "default"
+    retry_delay: float = 30.0
+    retry_max_delay: float = 6 * 3600.0
+    #: Calls a second per route, or None for no pacing (``RATE_LIMITS = False``).
+    rate_limits: dict[str, float] | None = field(default=None, compare=False)
+    admin_timeout: Timeout = (2.0, 5.0)
+
+    @property
+    def env(self) -> contract.Env:
+        """The environment the key works in (``sandbox`` or ``live``)."""
+        env = contract.key_env(self.secret_key)
+        assert env is not None  # validated
+        return env
+
+    @property
+    def connection(self) -> tuple[Any, ...]:
+        """What a client is built from: equal for settings that may share one."""
+        return (self.secret_key, self.base_url, self.api_version, self.timeout, self.max_retries)
 
     def __repr__(self) -> str:
         return (
@@ -94,13 +130,6 @@ def raw() -> dict[str, Any]:
     """``settings.AUTUMN`` as the site wrote it (an empty dict when absent)."""
     value = getattr(django_settings, "AUTUMN", None)
     return value if isinstance(value, dict) else {}
-
-
-def get(name: str) -> Any:
-    """One setting, with its default; no validation."""
-    if name not in DEFAULTS:
-        raise KeyError(f"Unknown autumn-django setting {name!r}")
-    return raw().get(name, DEFAULTS[name])
 
 
 def problems() -> list[Problem]:
@@ -140,36 +169,80 @@ def unknown_keys() -> list[tuple[str, str | None]]:
     return result
 
 
-def get_callable(name: str) -> Callable[..., Any] | None:
-    """A function setting, imported if given as a dotted path (None if unset)."""
-    value = get(name)
-    if value is None or callable(value):
-        return value
-    try:
-        function = import_string(value)
-    except ImportError as exc:
-        raise AutumnImproperlyConfigured(
-            f'AUTUMN["{name}"] is {value!r}, which cannot be imported: {exc}'
-        ) from None
-    if not callable(function):
-        raise AutumnImproperlyConfigured(f'AUTUMN["{name}"] is {value!r}, which is not callable.')
-    return function
+_loaded: AutumnSettings | None = None
 
 
 def load() -> AutumnSettings:
-    """The validated settings; raises the first problem found."""
+    """The validated settings, kept until ``settings.AUTUMN`` changes;
+    raises the first problem found."""
+    global _loaded
+    snapshot = _loaded
+    if snapshot is None:
+        snapshot = _loaded = _build()
+    return snapshot
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    global _loaded
+    if setting == "AUTUMN":
+        _loaded = None
+
+
+def raise_errors() -> bool:
+    """``RAISE_ERRORS``, read even when the settings are broken (the error
+    at hand may be that), so a site that asked for errors gets them."""
+    try:
+        return load().raise_errors
+    except AutumnImproperlyConfigured:
+        return raw().get("RAISE_ERRORS") is True
+
+
+def _build() -> AutumnSettings:
     found = problems()
     if found:
         first = found[0]
         raise AutumnImproperlyConfigured(f"{first.name} {first.message} {first.hint}".strip())
     values = {**DEFAULTS, **raw()}
+    limits = values["RATE_LIMITS"]
     return AutumnSettings(
         secret_key=values["SECRET_KEY"],
         base_url=values["BASE_URL"].rstrip("/"),
         api_version=values["API_VERSION"],
         timeout=normalize_timeout(values["TIMEOUT"]),
         max_retries=values["MAX_RETRIES"],
+        customer_id=_function(values["CUSTOMER_ID"]),
+        customer_data=_function(values["CUSTOMER_DATA"]),
+        should_sync=_function(values["SHOULD_SYNC"]),
+        delete_policy=values["DELETE_POLICY"],
+        delete_in_stripe=values["DELETE_IN_STRIPE"],
+        create_in_stripe=values["CREATE_IN_STRIPE"],
+        auto_enable_plan_id=values["AUTO_ENABLE_PLAN_ID"],
+        send_email_receipts=values["SEND_EMAIL_RECEIPTS"],
+        raise_errors=values["RAISE_ERRORS"],
+        task_backend=values["TASK_BACKEND"],
+        task_queue=values["TASK_QUEUE"],
+        retry_delay=float(values["RETRY_DELAY"]),
+        retry_max_delay=float(values["RETRY_MAX_DELAY"]),
+        rate_limits=None if limits is False else rate_limits(values["API_VERSION"], limits),
+        admin_timeout=normalize_timeout(values["ADMIN_TIMEOUT"]),
     )
+
+
+def _function(value: Any) -> Callable[[Any], Any] | None:
+    """A function setting, imported if given as a dotted path (validated
+    by :func:`problems` first)."""
+    return import_string(value) if isinstance(value, str) else value
+
+
+def rate_limits(api_version: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Client-side pacing per route: Autumn's published per-second limits
+    for the version, less 10% so that timing jitter on the way does not tip
+    one of Autumn's windows over, with ``overrides`` on top."""
+    version = contract.parse_api_version(api_version) or contract.MIN_SUPPORTED_VERSION
+    limits = {route: contract.per_second_limit(route, version) * 0.9 for route in contract.ROUTES}
+    limits.update(overrides or {})
+    return limits
 
 
 def normalize_timeout(value: float | tuple[float, float] | list[float]) -> Timeout:

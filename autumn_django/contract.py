@@ -2,22 +2,19 @@
 
 The client refuses bad input before it is sent and the emulator refuses it the
 way Autumn does; both read the rules from this module, so they cannot drift
-apart. The source of truth is ``shared/autumn-api.md`` (read from Autumn's
-server and official SDKs); this module is its executable summary.
+apart. It summarises Autumn's customers API as read from Autumn's server
+source and official SDKs (docs/contract-notes.md).
 
 Contract notes: where the contract is silent, what we chose and why.
 
-* Paths are the snake_case RPC routes (``/v1/customers.get_or_create``). The
-  API page we were specified from shows ``customers.getOrCreate``; Autumn
-  served that spelling for two days in February 2026 and now answers it with a
-  401, so it is never used here.
+* Paths are the snake_case RPC routes (``/v1/customers.get_or_create``);
+  ``customers.getOrCreate``, served for two days in February 2026, is not.
 * Versions: SemVer (``2.1``, ``2.1.0``) with a known major.minor, or one of the
   exact CalVer release dates (optionally with ``.clover``). Any other value is
   refused, as the server's lookup tables refuse it. autumn-django speaks the
   2.x customers API, so versions below 2.1 are refused by our settings check.
-* Customer ids: the rules of ``shared/api/common/customerId.ts`` at the
-  contract's snapshot (colons allowed). The server sets no length limit; nor
-  do we.
+* Customer ids: the rules of the server's customer id schema (colons
+  allowed). The server sets no length limit; nor do we.
 * Emails: Autumn validates with zod's email check; we use an equivalent
   pragmatic pattern (one ``@``, a dot in the domain, no spaces).
 """
@@ -25,7 +22,7 @@ Contract notes: where the contract is silent, what we chose and why.
 from __future__ import annotations
 
 import re
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 BASE_URL = "https://api.useautumn.com"
 DEFAULT_API_VERSION = "2.1"
@@ -47,6 +44,45 @@ Env = Literal["sandbox", "live"]
 def path(route: str) -> str:
     """The URL path of a route: ``customers.list`` -> ``/v1/customers.list``."""
     return f"/v1/{route}"
+
+
+class _Unset:
+    """A field not given, as opposed to one given as ``None`` (JSON null):
+    the client leaves it out of the body, the emulator finds it absent."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNSET"  # one instance, pickled or not
+
+
+UNSET: Any = _Unset()
+
+
+# --- Error bodies --------------------------------------------------------------
+
+
+def default_error_code(status: int) -> str:
+    """The ``code`` of an error answer whose body carries none (a plain-text
+    429 from the rate limiter, a proxy's HTML 502)."""
+    if status == 429:
+        return "rate_limit_exceeded"
+    if status == 503:
+        return "service_unavailable"
+    if status >= 500:
+        return "internal_error"
+    return f"http_{status}"
 
 
 # --- Secret keys -------------------------------------------------------------
@@ -203,3 +239,11 @@ def endpoint_rate_limit(route: str, version: ApiVersion) -> RateLimit:
 #: The org-wide cap shared by get_or_create and get (240,000 a minute).
 ORG_CAP = RateLimit(240_000, 60)
 ORG_CAPPED_ROUTES = (GET_OR_CREATE, GET)
+
+
+def per_second_limit(route: str, version: ApiVersion) -> float:
+    """The most calls a second Autumn allows ``route``: its own limit, or for
+    get_or_create and get the org-wide cap spread over its window."""
+    if route in ORG_CAPPED_ROUTES:
+        return ORG_CAP.limit / ORG_CAP.window_seconds
+    return float(endpoint_rate_limit(route, version).limit)

@@ -1,8 +1,14 @@
-"""The errors autumn-django raises, one tree rooted at :class:`AutumnError`.
+"""The errors autumn-django raises.
 
-``retryable`` tells the sync engine whether trying again later can help: rate
-limits, server faults and transport failures can; a refused request cannot.
-Messages carry Autumn's own code and message, never the secret key.
+Failures to get something done at Autumn form one tree rooted at
+:class:`AutumnError`; ``retryable`` tells the sync engine whether trying
+again later can help: rate limits, server faults and transport failures can;
+a refused request cannot. Messages carry Autumn's own code and message,
+never the secret key.
+
+A broken configuration is not such a failure: :class:`AutumnImproperlyConfigured`
+is only an ``ImproperlyConfigured``, so an ``except AutumnError`` written for
+a failed call never hides it (as django-anymail does on purpose).
 """
 
 from __future__ import annotations
@@ -18,12 +24,20 @@ class AutumnError(Exception):
     retryable = False
 
 
-class AutumnImproperlyConfigured(AutumnError, ImproperlyConfigured):
+class AutumnImproperlyConfigured(ImproperlyConfigured):
     """``settings.AUTUMN`` is missing or wrong; the message names the setting.
 
-    It is an ``ImproperlyConfigured`` so that nothing that catches
-    ``AutumnError`` for a failed call can hide a broken configuration.
+    Deliberately outside the :class:`AutumnError` tree: code that catches
+    ``AutumnError`` for a failed call must not turn a broken configuration
+    into a flash message or a failed row.
     """
+
+
+class MappingError(AutumnError):
+    """The site's mapping (``CUSTOMER_ID``, ``CUSTOMER_DATA``) gave something
+    Autumn cannot take; the message names the setting to fix. Nothing was
+    sent; the row is marked failed with this message, and retrying cannot
+    help until the mapping or the user changes."""
 
 
 class AutumnConnectionError(AutumnError):
@@ -83,7 +97,7 @@ def _rebuild(cls: type[AutumnAPIError], state: dict[str, Any]) -> AutumnAPIError
     return error
 
 
-class ValidationError(AutumnAPIError):
+class InvalidRequest(AutumnAPIError):
     """400: the request was refused as invalid (``invalid_inputs`` and kin)."""
 
 
@@ -91,7 +105,7 @@ class AuthenticationError(AutumnAPIError):
     """401: the secret key is missing, malformed, unknown or revoked."""
 
 
-class PermissionDenied(AutumnAPIError):
+class Forbidden(AutumnAPIError):
     """403: the key lacks a scope, e.g. ``customers:write``."""
 
 
@@ -129,11 +143,11 @@ class ServiceUnavailable(ServerError):
 
 def error_class_for_status(status: int) -> type[AutumnAPIError]:
     if status == 400:
-        return ValidationError
+        return InvalidRequest
     if status == 401:
         return AuthenticationError
     if status == 403:
-        return PermissionDenied
+        return Forbidden
     if status == 404:
         return NotFound
     if status == 409:

@@ -16,15 +16,23 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from . import conf, contract
-from .exceptions import AutumnImproperlyConfigured
+from .exceptions import MappingError
 
-#: The customer fields a site may set through ``CUSTOMER_DATA``.
+__all__ = [
+    "CUSTOMER_FIELDS",
+    "MappingError",
+    "Payload",
+    "current_env",
+    "default_customer_data",
+    "default_customer_id",
+    "get_or_create_options",
+    "payload_for",
+    "should_sync",
+]
+
+#: The customer fields a site may set through ``CUSTOMER_DATA`` (and the
+#: ones compared with what Autumn holds).
 CUSTOMER_FIELDS = ("name", "email", "fingerprint", "metadata")
-
-
-class MappingError(Exception):
-    """The site's mapping gave something Autumn cannot take; the message
-    names the setting to fix. The user's row is marked failed with it."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,15 @@ def default_customer_data(user: Any) -> dict[str, Any]:
 
 
 def should_sync(user: Any) -> bool:
-    function = conf.get_callable("SHOULD_SYNC")
+    function = conf.load().should_sync
     return True if function is None else bool(function(user))
 
 
 def payload_for(user: Any) -> Payload:
     """The payload for ``user``; :class:`MappingError` if the mapping is unusable."""
-    id_function = conf.get_callable("CUSTOMER_ID") or default_customer_id
-    data_function = conf.get_callable("CUSTOMER_DATA") or default_customer_data
+    settings = conf.load()
+    id_function = settings.customer_id or default_customer_id
+    data_function = settings.customer_data or default_customer_data
     customer_id = id_function(user)
     problem = contract.customer_id_problem(customer_id)
     if problem:
@@ -106,16 +115,15 @@ def payload_for(user: Any) -> Payload:
 
 def get_or_create_options() -> dict[str, Any]:
     """The site-wide get_or_create keywords that are set (None means not sent)."""
+    settings = conf.load()
     options = {
-        "create_in_stripe": conf.get("CREATE_IN_STRIPE"),
-        "auto_enable_plan_id": conf.get("AUTO_ENABLE_PLAN_ID"),
-        "send_email_receipts": conf.get("SEND_EMAIL_RECEIPTS"),
+        "create_in_stripe": settings.create_in_stripe,
+        "auto_enable_plan_id": settings.auto_enable_plan_id,
+        "send_email_receipts": settings.send_email_receipts,
     }
     return {name: value for name, value in options.items() if value is not None}
 
 
 def current_env() -> str:
-    env = contract.key_env(conf.load().secret_key)
-    if env is None:  # pragma: no cover - load() has validated the key
-        raise AutumnImproperlyConfigured("AUTUMN['SECRET_KEY'] has no environment prefix.")
-    return env
+    """The environment the configured key works in: a mirror row belongs to one."""
+    return conf.load().env

@@ -11,11 +11,34 @@ adds later needs no migration (as dj-stripe does).
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from .mapping import Payload
+
+
+class CustomerQuerySet(models.QuerySet["Customer"]):
+    """The mirror's named selections, shared by the engine, the command and
+    the admin so that each rule is written once."""
+
+    def outbox(self) -> CustomerQuerySet:
+        """Rows with work left: pending or deleting (due now), or failed with
+        a retry due. A failed row without ``next_attempt_at`` waits for a fix."""
+        now = timezone.now()
+        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        return self.filter(
+            (Q(state__in=[Customer.State.PENDING, Customer.State.DELETING]) & due)
+            | Q(state=Customer.State.FAILED, next_attempt_at__lte=now)
+        )
+
+    def orphans(self) -> CustomerQuerySet:
+        """Rows whose user is gone, waiting for Autumn to confirm the delete."""
+        return self.filter(state=Customer.State.DELETING, user__isnull=True)
 
 
 class Customer(models.Model):
@@ -67,6 +90,14 @@ class Customer(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
+    objects = CustomerQuerySet.as_manager()
+
+    #: The columns that hold what Autumn said (see :meth:`remote_columns`).
+    REMOTE_FIELDS = (
+        "customer_id", "env", "name", "email", "fingerprint", "stripe_id", "metadata",
+        "remote_created_at", "data", "synced_at",
+    )  # fmt: skip
+
     class Meta:
         verbose_name = "Autumn customer mirror"
         constraints = [
@@ -85,6 +116,21 @@ class Customer(models.Model):
         """Autumn has confirmed this customer at least once (we hold its answer,
         written with ``synced_at``; reading this needs no JSON column)."""
         return self.synced_at is not None
+
+    #: The columns :meth:`holds` reads.
+    HOLDS_FIELDS = ("state", "synced_at", "env", "customer_id", "payload_hash")
+
+    def holds(self, payload: Payload, env: str) -> bool:
+        """Autumn already holds ``payload`` for this row: the last push it
+        accepted was this very payload, under this id, in this environment.
+        A save that changes nothing Autumn sees (``last_login``) stops here."""
+        return (
+            self.state == Customer.State.SYNCED
+            and self.is_known_remotely
+            and self.env == env
+            and self.customer_id == payload.customer_id
+            and self.payload_hash == payload.hash
+        )
 
     @staticmethod
     def remote_columns(customer: dict[str, Any]) -> dict[str, Any]:

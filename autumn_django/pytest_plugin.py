@@ -15,19 +15,16 @@ from collections.abc import Iterator
 import pytest
 
 from .emulator import Emulator, EmulatorServer
+from .testing import emulate, serve
 
 
 @pytest.fixture
 def autumn_emulator() -> Iterator[Emulator]:
-    from .testing import emulate
-
     with emulate() as emulator:
         yield emulator
 
 
 @pytest.fixture
 def autumn_emulator_server() -> Iterator[EmulatorServer]:
-    from .testing import serve
-
     with serve() as server:
         yield server

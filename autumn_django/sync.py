@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -33,15 +35,48 @@ from django.utils import timezone
 
 from . import conf, contract, mapping
 from .client import AutumnClient, get_client
-from .exceptions import AutumnError, Conflict, NotFound
-from .mapping import MappingError, Payload
+from .exceptions import AutumnError, Conflict, MappingError, NotFound
+from .mapping import Payload
 from .models import Customer
 from .signals import customer_sync_failed, customer_synced
 
 logger = logging.getLogger("autumn_django.sync")
 
-CREATED, UPDATED, UNCHANGED, DELETED = "created", "updated", "unchanged", "deleted"
-FAILED, SKIPPED, KEPT = "failed", "skipped", "kept"
+
+class _Word(str, Enum):
+    """A word of the engine's vocabulary: compares, hashes, formats and
+    serialises as its value, so logs and ``--json`` read ``created``."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Action(_Word):
+    """What a sync did to one customer."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # no row, or nothing to push for it (unlinked and kept)
+    KEPT = "kept"  # the user no longer qualifies and DELETE_POLICY is "keep"
+
+
+class Step(_Word):
+    """What one row and user call for, decided before any request."""
+
+    PUSH = "push"
+    DELETE = "delete"
+    RETIRE = "retire"  # the user stopped qualifying: mark the row deleting first
+    INVALID = "invalid"  # the mapping gives what Autumn refuses: fail the row, send nothing
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    KEPT = "kept"
+
+
+#: The steps that need no request; each ends as the action of the same name.
+IDLE_STEPS = (Step.UNCHANGED, Step.SKIPPED, Step.KEPT)
 
 #: How often one sync starts over because the user changed while it ran.
 MAX_ROUNDS = 5
@@ -49,9 +84,9 @@ MAX_ROUNDS = 5
 
 @dataclass
 class SyncResult:
-    """What one sync did: ``action`` is one of the constants above."""
+    """What one sync did."""
 
-    action: str
+    action: Action
     customer_pk: int
     customer_id: str | None = None
     error: str | None = None
@@ -60,7 +95,7 @@ class SyncResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "action": self.action,
+            "action": str(self.action),
             "customer_pk": self.customer_pk,
             "customer_id": self.customer_id,
             "error": self.error,
@@ -73,6 +108,19 @@ class _Stale(Exception):
     """The row changed while we worked: start over from the latest data."""
 
 
+@contextmanager
+def errors_logged(message: str, *args: Any) -> Iterator[None]:
+    """Log an unexpected error in the block instead of raising it, unless the
+    site asked for errors (``RAISE_ERRORS``): a user's save and the enqueueing
+    after its commit must not fail because of Autumn or of us."""
+    try:
+        yield
+    except Exception:
+        if conf.raise_errors():
+            raise
+        logger.exception(message, *args)
+
+
 # --- inside the user's transaction -------------------------------------------
 
 
@@ -83,9 +131,9 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     ``None`` when nothing is to be done. Costs one query when the payload is
     what Autumn already holds (a ``last_login`` save), and no request.
     """
-    row = Customer.objects.using(using).filter(user_id=user.pk).first()
+    row = _row_of(user, using)
     if not mapping.should_sync(user):
-        if row is None or conf.get("DELETE_POLICY") == "keep" or row.state == Customer.State.DELETING:
+        if row is None or conf.load().delete_policy == "keep" or row.state == Customer.State.DELETING:
             return None
         return _bump(row, Customer.State.DELETING, using)
     env = mapping.current_env()
@@ -94,13 +142,7 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     except MappingError as error:
         record_mapping_error(user, row, str(error), env, using)
         return None
-    if (
-        row is not None
-        and row.state == Customer.State.SYNCED
-        and row.payload_hash == payload.hash
-        and row.customer_id == payload.customer_id
-        and row.env == env
-    ):
+    if row is not None and row.holds(payload, env):
         return None
     if row is not None:
         return _bump(row, Customer.State.PENDING, using)
@@ -129,12 +171,20 @@ def mark_deleted(user: Any, using: str = "default") -> Customer | None:
     The row outlives the user (its link is set to NULL) until Autumn has
     confirmed the delete. With ``DELETE_POLICY = "keep"`` nothing changes.
     """
-    if conf.get("DELETE_POLICY") == "keep":
+    if conf.load().delete_policy == "keep":
         return None
-    row = Customer.objects.using(using).filter(user_id=user.pk).first()
+    row = _row_of(user, using)
     if row is None or row.state == Customer.State.DELETING:
         return None
     return _bump(row, Customer.State.DELETING, using)
+
+
+def _row_of(user: Any, using: str) -> Customer | None:
+    """The user's mirror row, with only the columns the rules read here: this
+    runs on every save of every user (every login), where decoding the
+    JSON columns and ordering cost more than the lookup itself."""
+    rows = Customer.objects.using(using).only(*Customer.HOLDS_FIELDS).filter(user_id=user.pk)
+    return next(iter(rows.order_by()[:1]), None)
 
 
 def _bump(row: Customer, state: str, using: str) -> Customer:
@@ -174,15 +224,11 @@ def record_mapping_error(user: Any, row: Customer | None, message: str, env: str
 
 
 @dataclass
-class Plan:
-    """What one row and user call for, decided without a query or a request.
+class Decision:
+    """What one row and user call for (:class:`Step`), decided without a
+    query or a request, with what the step needs."""
 
-    ``kind`` is ``"push"``, ``"delete"``, ``"retire"`` (the user stopped
-    qualifying: mark the row deleting first), ``"invalid"`` (the mapping gives
-    what Autumn refuses), or one of ``UNCHANGED``, ``SKIPPED``, ``KEPT``.
-    """
-
-    kind: str
+    step: Step
     row: Customer | None
     user: Any = None
     payload: Payload | None = None
@@ -190,69 +236,82 @@ class Plan:
     error: Exception | None = None
 
 
-PUSH, DELETE, RETIRE, INVALID = "push", "delete", "retire", "invalid"
-
-
 @dataclass
 class Outcome:
-    """What the requests for one plan did (no database work is done here)."""
+    """What the requests for one decision did (no database work is done here)."""
 
-    action: str
+    action: Action
     remote: dict[str, Any] | None = None
     error: Exception | None = None
     calls: list[str] = field(default_factory=list)
 
 
-def plan(row: Customer | None, user: Any, env: str, *, force: bool = False) -> Plan:
+def decide(row: Customer | None, user: Any, env: str, *, force: bool = False) -> Decision:
     """Decide what bringing ``row`` (None for a user never mirrored) and
     ``user`` to the desired state takes. Pure: the rules, no I/O."""
     if row is not None and row.state == Customer.State.DELETING:
-        return Plan(DELETE, row, user)
+        return Decision(Step.DELETE, row, user)
     if user is None:  # unlinked and kept ("keep" policy): nothing to push
-        return Plan(SKIPPED, row)
+        return Decision(Step.SKIPPED, row)
     if not mapping.should_sync(user):
         if row is None:
-            return Plan(SKIPPED, row, user)
-        return Plan(KEPT if conf.get("DELETE_POLICY") == "keep" else RETIRE, row, user)
+            return Decision(Step.SKIPPED, row, user)
+        return Decision(Step.KEPT if conf.load().delete_policy == "keep" else Step.RETIRE, row, user)
     try:
         payload = mapping.payload_for(user)
     except MappingError as error:
-        return Plan(INVALID, row, user, error=error)
+        return Decision(Step.INVALID, row, user, error=error)
     known = row is not None and row.is_known_remotely and row.env == env
-    if (
-        not force
-        and known
-        and row is not None
-        and row.state == Customer.State.SYNCED
-        and row.payload_hash == payload.hash
-        and row.customer_id == payload.customer_id
-    ):
-        return Plan(UNCHANGED, row, user, payload, known)
-    return Plan(PUSH, row, user, payload, known)
+    if not force and row is not None and row.holds(payload, env):
+        return Decision(Step.UNCHANGED, row, user, payload, known)
+    return Decision(Step.PUSH, row, user, payload, known)
 
 
-def execute(plan: Plan, client: AutumnClient, *, force: bool = False) -> Outcome:
-    """Make the requests a push or delete plan calls for. Thread-safe; it
+def execute(decision: Decision, client: AutumnClient, *, force: bool = False) -> Outcome:
+    """Make the requests a push or delete decision calls for. Thread-safe; it
     touches no database, so a pool of threads can run many at once."""
     calls: list[str] = []
     try:
-        if plan.kind == DELETE:
-            assert plan.row is not None
-            _delete_remote(client, plan.row, calls)
-            return Outcome(DELETED, calls=calls)
-        assert plan.payload is not None
-        remote, action = _send(client, plan.row, plan.payload, plan.known, force, calls)
+        if decision.step == Step.DELETE:
+            assert decision.row is not None
+            _delete_remote(client, decision.row, calls)
+            return Outcome(Action.DELETED, calls=calls)
+        assert decision.payload is not None
+        remote, action = _send(client, decision.row, decision.payload, decision.known, force, calls)
         return Outcome(action, remote, calls=calls)
     except AutumnError as error:
-        return Outcome(FAILED, error=error, calls=calls)
+        return Outcome(Action.FAILED, error=error, calls=calls)
+
+
+# --- what Autumn holds, read outside a push -----------------------------------
+
+
+def refreshed_values(customer: dict[str, Any]) -> dict[str, Any]:
+    """The row's columns for Autumn's answer read outside a push (a refresh,
+    a link, a pull). The payload hash is cleared: Autumn may no longer hold
+    what was last pushed, so the next sync compares the user's data with
+    this answer afresh."""
+    return {**Customer.remote_columns(customer), "payload_hash": ""}
 
 
 def store_remote(row_pk: int, customer: dict[str, Any]) -> None:
-    """Keep what Autumn holds for a row read outside a sync (a refresh). The
-    payload hash is cleared: Autumn may no longer hold what was last pushed,
-    so the next sync compares the user's data with this answer afresh."""
-    Customer.objects.filter(pk=row_pk).update(
-        **Customer.remote_columns(customer), payload_hash="", updated=timezone.now()
+    """Keep what Autumn holds for a row, read outside a sync."""
+    Customer.objects.filter(pk=row_pk).update(**refreshed_values(customer), updated=timezone.now())
+
+
+def refresh(row: Customer, client: AutumnClient | None = None) -> dict[str, Any]:
+    """Read ``row``'s customer from Autumn now and keep it on the row;
+    returns Autumn's answer. Raises the client's :class:`AutumnError`."""
+    remote = (client or get_client()).get_customer(row.customer_id)
+    store_remote(row.pk, remote)
+    return remote
+
+
+def link(user: Any, customer: dict[str, Any]) -> tuple[Customer, bool]:
+    """Mirror an existing Autumn customer as ``user``'s row (made elsewhere,
+    or the row was lost); returns the row and whether it is new."""
+    return Customer.objects.update_or_create(
+        user=user, defaults={**refreshed_values(customer), "state": Customer.State.SYNCED}
     )
 
 
@@ -290,41 +349,41 @@ def sync(customer_pk: int, *, client: AutumnClient | None = None, force: bool = 
     for _ in range(MAX_ROUNDS):
         row = Customer.objects.select_related("user").filter(pk=customer_pk).first()
         if row is None:
-            return SyncResult(SKIPPED, customer_pk, calls=calls)
+            return SyncResult(Action.SKIPPED, customer_pk, calls=calls)
         forced = force or bool(calls)
-        step = plan(row, row.user, env, force=forced)
+        decision = decide(row, row.user, env, force=forced)
         try:
-            if step.kind == RETIRE:
+            if decision.step == Step.RETIRE:
                 _require_version(row, state=Customer.State.DELETING, version=F("version") + 1)
                 raise _Stale
-            if step.kind in (UNCHANGED, SKIPPED, KEPT):
-                return SyncResult(step.kind, row.pk, row.customer_id, calls=calls)
-            if step.kind == INVALID:
-                assert step.error is not None
-                return _fail(row, step.error, calls)
-            outcome = execute(step, client, force=forced)
+            if decision.step in IDLE_STEPS:
+                return SyncResult(Action(decision.step.value), row.pk, row.customer_id, calls=calls)
+            if decision.step == Step.INVALID:
+                assert decision.error is not None
+                return _fail(row, decision.error, calls)
+            outcome = execute(decision, client, force=forced)
             calls.extend(outcome.calls)
-            return _record(row, step, outcome, calls)
+            return _record(row, decision, outcome, calls)
         except _Stale:
             continue
     logger.warning(
         "Customer row %s changed %d times during one sync; left for the next.", customer_pk, MAX_ROUNDS
     )
-    return SyncResult(SKIPPED, customer_pk, calls=calls, error="changed during sync")
+    return SyncResult(Action.SKIPPED, customer_pk, calls=calls, error="changed during sync")
 
 
-def _record(row: Customer, step: Plan, outcome: Outcome, calls: list[str]) -> SyncResult:
+def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str]) -> SyncResult:
     """Write one outcome on its row, if the row is as it was read."""
     if outcome.error is not None:
         return _fail(row, outcome.error, calls)
-    if outcome.action == DELETED:
+    if outcome.action == Action.DELETED:
         deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
         if not deleted:
             raise _Stale  # the user came back or changed meanwhile
-        customer_synced.send(sender=Customer, customer=row, action=DELETED)
-        return SyncResult(DELETED, row.pk, row.customer_id, calls=calls)
-    assert outcome.remote is not None and step.payload is not None
-    values = synced_values(outcome.remote, step.payload)
+        customer_synced.send(sender=Customer, customer=row, action=Action.DELETED)
+        return SyncResult(Action.DELETED, row.pk, row.customer_id, calls=calls)
+    assert outcome.remote is not None and decision.payload is not None
+    values = synced_values(outcome.remote, decision.payload)
     try:
         with _savepoint(Customer.objects.db):
             _require_version(row, **values)
@@ -345,18 +404,18 @@ def duplicate_message(customer_id: str) -> str:
 
 def _send(
     client: AutumnClient, row: Customer | None, payload: Payload, known: bool, force: bool, calls: list[str]
-) -> tuple[dict[str, Any], str]:
+) -> tuple[dict[str, Any], Action]:
     """The requests for one push; returns Autumn's customer and the action."""
     if known and row is not None:
         rename = payload.customer_id != row.customer_id
         changes = dict(payload.fields) if force else differences(payload.fields, row.data or {})
         if not changes and not rename:
-            return row.data or {}, UPDATED
+            return row.data or {}, Action.UPDATED
         if rename:
             changes["new_customer_id"] = payload.customer_id
         try:
             calls.append(contract.UPDATE)
-            return client.update_customer(row.customer_id, **changes), UPDATED
+            return client.update_customer(row.customer_id, **changes), Action.UPDATED
         except NotFound:
             pass  # deleted at Autumn, or an earlier rename landed unseen: create it again
         except Conflict as error:
@@ -380,7 +439,7 @@ def _send(
     if stale:
         calls.append(contract.UPDATE)
         remote = client.update_customer(payload.customer_id, **stale)
-    return remote, CREATED
+    return remote, Action.CREATED
 
 
 def differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
@@ -405,7 +464,7 @@ def differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, An
 def _delete_remote(client: AutumnClient, row: Customer, calls: list[str]) -> None:
     try:
         calls.append(contract.DELETE)
-        client.delete_customer(row.customer_id, delete_in_stripe=conf.get("DELETE_IN_STRIPE"))
+        client.delete_customer(row.customer_id, delete_in_stripe=conf.load().delete_in_stripe)
     except NotFound:
         pass  # already gone (Autumn's delete is not idempotent): done
 
@@ -418,7 +477,12 @@ def _fail(row: Customer, error: Exception, calls: list[str]) -> SyncResult:
         setattr(row, name, value)
     report_failure(row, error)
     return SyncResult(
-        FAILED, row.pk, row.customer_id, error=str(error), retry_at=values["next_attempt_at"], calls=calls
+        Action.FAILED,
+        row.pk,
+        row.customer_id,
+        error=str(error),
+        retry_at=values["next_attempt_at"],
+        calls=calls,
     )
 
 
@@ -427,14 +491,14 @@ def report_failure(row: Customer, error: Exception) -> None:
     the site asked for errors (``RAISE_ERRORS``)."""
     logger.warning("Sync of Autumn customer %r failed (attempt %d): %s", row.customer_id, row.attempts, error)
     customer_sync_failed.send(sender=Customer, customer=row, error=error)
-    if conf.get("RAISE_ERRORS"):
+    if conf.load().raise_errors:
         raise error
 
 
 def retry_delay(attempts: int, error: Exception | None = None) -> timedelta:
     """Exponential backoff with jitter, at least what Autumn asked for."""
-    base = float(conf.get("RETRY_DELAY"))
-    delay = min(base * 2 ** (attempts - 1), float(conf.get("RETRY_MAX_DELAY")))
+    settings = conf.load()
+    delay = min(settings.retry_delay * 2 ** (attempts - 1), settings.retry_max_delay)
     delay *= random.uniform(0.8, 1.2)
     asked = getattr(error, "retry_after", None) or 0
     return timedelta(seconds=max(delay, asked))

@@ -1,61 +1,61 @@
-"""The background task: one per mirror row to bring up to date.
+"""The background tasks: one per mirror row to bring up to date, and one per
+chunk of ``autumn_sync --enqueue``.
 
-It takes the row's primary key, not a model instance, so any backend can
-carry it (the database, RQ, Celery on Django 6), and it reads the user's
-data when it runs, not when it was enqueued. The default queue and priority
-are fixed at decoration, as the Tasks API wants; ``AUTUMN["TASK_BACKEND"]``
-and ``AUTUMN["TASK_QUEUE"]`` are applied with ``.using()`` when enqueueing.
+They take primary keys, not model instances, so any backend can carry them
+(the database, RQ, Celery on Django 6), and they read the user's data when
+they run, not when they were enqueued. The default queue and priority are
+fixed at decoration, as the Tasks API wants; ``AUTUMN["TASK_BACKEND"]`` and
+``AUTUMN["TASK_QUEUE"]`` are applied with ``.using()`` when enqueueing.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from . import conf
+from . import conf, sync
+from .bulk import BulkSync
+from .client import bulk_client
 from .compat import TaskResultStatus, task
 from .exceptions import SyncFailed
+from .models import Customer
 
-logger = logging.getLogger("autumn_django.tasks")
+#: Requests at once in one ``sync_users`` chunk task.
+CHUNK_CONCURRENCY = 4
 
 
 @task()
 def sync_customer(customer_pk: int) -> dict[str, Any]:
     """Push (or delete) one customer; on a retryable failure, enqueue itself
     again for the row's ``next_attempt_at`` where the backend can defer."""
-    from .sync import sync
-
-    result = sync(customer_pk)
+    result = sync.sync(customer_pk)
     if result.retry_at is not None:
         schedule_retry(customer_pk, result.retry_at)
     return result.as_dict()
 
 
 @task()
-def sync_users(user_pks: list[Any]) -> dict[str, Any]:
+def sync_users(user_pks: list[Any], concurrency: int = CHUNK_CONCURRENCY) -> dict[str, Any]:
     """One chunk of ``autumn_sync --enqueue``: the bulk push over these users."""
-    from django.contrib.auth import get_user_model
-
-    from .bulk import BulkSync, bulk_client
-
     users = get_user_model()._default_manager.filter(pk__in=user_pks).order_by("pk")
-    summary = BulkSync(bulk_client(4), concurrency=4).push(users, include_deleting=False)
+    summary = BulkSync(bulk_client(concurrency), concurrency=concurrency).push(users, include_deleting=False)
     return summary.as_dict()
 
 
 def configured(task_: Any = None, **options: Any) -> Any:
     """``task_`` (default: sync_customer) moved to ``AUTUMN["TASK_BACKEND"]``
     and ``AUTUMN["TASK_QUEUE"]``, with any other ``.using()`` options."""
+    settings = conf.load()
     return (task_ or sync_customer).using(
-        backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"), **options
+        backend=settings.task_backend, queue_name=settings.task_queue, **options
     )
 
 
-def enqueue_after_commit(row: Any, using: str = "default") -> None:
+def enqueue_after_commit(row: Customer | None, using: str = "default") -> None:
     """Enqueue the sync of ``row`` (a mirror row or None) once the current
     transaction commits; a rollback enqueues nothing."""
     if row is not None:
@@ -63,21 +63,14 @@ def enqueue_after_commit(row: Any, using: str = "default") -> None:
 
 
 def _enqueue(customer_pk: int) -> None:
-    try:
+    with sync.errors_logged(
+        "Could not enqueue the Autumn sync of mirror row %s; it stays pending for autumn_sync --retry.",
+        customer_pk,
+    ):
         result = configured().enqueue(customer_pk)
-    except Exception:
-        if conf.get("RAISE_ERRORS"):
-            raise
-        logger.exception(
-            "Could not enqueue the Autumn sync of mirror row %s; it stays pending for autumn_sync --retry.",
-            customer_pk,
-        )
-        return
-    if conf.get("RAISE_ERRORS") and result.status == TaskResultStatus.FAILED:
-        from .models import Customer
-
-        error = Customer.objects.filter(pk=customer_pk).values_list("last_error", flat=True).first()
-        raise SyncFailed(error or "the Autumn sync task failed")
+        if conf.load().raise_errors and result.status == TaskResultStatus.FAILED:
+            error = Customer.objects.filter(pk=customer_pk).values_list("last_error", flat=True).first()
+            raise SyncFailed(error or "the Autumn sync task failed")
 
 
 def schedule_retry(customer_pk: int, when: datetime) -> bool:

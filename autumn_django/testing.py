@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import requests
+
 from . import contract
 from .emulator import Emulator, EmulatorServer
 
@@ -72,8 +74,6 @@ def emulate(
     secret_key = secret_key or make_secret_key()
 
     def answer(request: Any) -> Any:
-        import requests
-
         path = request.path_url
         body = request.body or b""
         if isinstance(body, str):

@@ -1,17 +1,21 @@
-"""What one user save costs the site: SQL queries and Autumn requests.
+"""What one user save costs the site: SQL queries, Autumn requests, time.
 
 Counts, for a user created, changed and saved unchanged (Django's last_login
 update on login), the queries run in the save (the user's own included) and
 the requests sent to Autumn (the in-process emulator answers them), with the
-default ImmediateBackend running the sync at commit. Prints a table.
+default ImmediateBackend running the sync at commit. Then times the
+unchanged save, the one every login makes, against the same save with sync
+disabled, measured side by side in the same run. Prints both tables.
 
-    python benchmarks/save_cost.py
+    python benchmarks/save_cost.py [--saves 2000]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,6 +31,7 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from autumn_django.signals import disable_sync  # noqa: E402
 from autumn_django.testing import emulate  # noqa: E402
 
 
@@ -39,7 +44,23 @@ def measure(emulator, action):
     return len(queries.captured_queries), ours, routes
 
 
+def time_logins(user, saves: int) -> float:
+    """Seconds per unchanged save (a login), best of three rounds."""
+
+    def one_round() -> float:
+        started = time.perf_counter()
+        for _ in range(saves):
+            user.last_login = timezone.now()
+            user.save(update_fields=["last_login"])
+        return (time.perf_counter() - started) / saves
+
+    return min(one_round() for _ in range(3))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--saves", type=int, default=2000, help="saves per timed round (default 2000)")
+    saves = parser.parse_args().saves
     call_command("migrate", verbosity=0)
     User = get_user_model()
     with emulate() as emulator:
@@ -63,9 +84,19 @@ def main() -> None:
             user.save(update_fields=["last_login"])
 
         rows.append(("unchanged (last_login)", *measure(emulator, login)))
+        with disable_sync():
+            bare = time_logins(user, saves)
+        synced = time_logins(user, saves)
     print(f"{'save':<24} {'queries':>8} {'of them ours':>13}  Autumn requests")
     for label, total, ours, routes in rows:
         print(f"{label:<24} {total:>8} {ours:>13}  {len(routes)} {', '.join(routes) or '-'}")
+
+    print()
+    print(
+        f"unchanged save, best of 3 x {saves}: {bare * 1e6:.0f} us with sync disabled, "
+        f"{synced * 1e6:.0f} us with autumn-django ({synced / bare:.2f}x, "
+        f"+{(synced - bare) * 1e6:.0f} us a save)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from autumn_django.client import get_client
+from autumn_django import sync
 from autumn_django.exceptions import AutumnError
 from autumn_django.models import Customer
-from autumn_django.sync import store_remote
 
 
 class SignUpForm(UserCreationForm):
@@ -71,10 +70,9 @@ def refresh(request: HttpRequest) -> HttpResponse:
         messages.error(request, "You have no Autumn customer yet.")
         return redirect("billing")
     try:
-        remote = get_client().get_customer(row.customer_id)
+        sync.refresh(row)
     except AutumnError as error:
         messages.error(request, f"Autumn: {error}")
         return redirect("billing")
-    store_remote(row.pk, remote)
     messages.success(request, "Refreshed from Autumn.")
     return redirect("billing")

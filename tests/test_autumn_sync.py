@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from autumn_django import sync
-from autumn_django.bulk import outbox
 from autumn_django.management.commands.autumn_sync import Progress
 from autumn_django.models import Customer
 from autumn_django.signals import disable_sync
@@ -280,7 +279,7 @@ def test_retry_takes_only_the_rows_due(autumn_emulator):
     Customer.objects.filter(user=users[1]).update(state="failed", next_attempt_at=future, payload_hash="")
     Customer.objects.filter(user=users[2]).update(state="failed", next_attempt_at=None, payload_hash="")
     Customer.objects.filter(user=users[3]).update(state="pending", payload_hash="")
-    assert sorted(outbox().values_list("user_id", flat=True)) == [users[0].pk, users[3].pk]
+    assert sorted(Customer.objects.outbox().values_list("user_id", flat=True)) == [users[0].pk, users[3].pk]
     output = run("--retry")
     assert "updated 2" in output
     states = dict(Customer.objects.values_list("user_id", "state"))

@@ -76,12 +76,79 @@ def test_a_malformed_key_is_described_without_being_shown():
         ({"TIMEOUT": (1, 2, 3)}, "TIMEOUT"),
         ({"MAX_RETRIES": -1}, "MAX_RETRIES"),
         ({"MAX_RETRIES": True}, "MAX_RETRIES"),
+        # the sync engine's settings
+        ({"CUSTOMER_ID": 42}, "CUSTOMER_ID"),
+        ({"CUSTOMER_DATA": "tests.mapping_functions.nowhere"}, "CUSTOMER_DATA"),
+        ({"SHOULD_SYNC": "tests.mapping_functions.__doc__"}, "SHOULD_SYNC"),
+        ({"DELETE_POLICY": "archive"}, "DELETE_POLICY"),
+        ({"DELETE_IN_STRIPE": "yes"}, "DELETE_IN_STRIPE"),
+        ({"RAISE_ERRORS": 1}, "RAISE_ERRORS"),
+        ({"CREATE_IN_STRIPE": "no"}, "CREATE_IN_STRIPE"),
+        ({"SEND_EMAIL_RECEIPTS": 0}, "SEND_EMAIL_RECEIPTS"),
+        ({"AUTO_ENABLE_PLAN_ID": ""}, "AUTO_ENABLE_PLAN_ID"),
+        ({"TASK_BACKEND": ""}, "TASK_BACKEND"),
+        ({"TASK_QUEUE": None}, "TASK_QUEUE"),
+        ({"RETRY_DELAY": 0}, "RETRY_DELAY"),
+        ({"RETRY_MAX_DELAY": "1h"}, "RETRY_MAX_DELAY"),
+        ({"RATE_LIMITS": 25}, "RATE_LIMITS"),
+        ({"RATE_LIMITS": {"customers.upsert": 5}}, "RATE_LIMITS"),
+        ({"RATE_LIMITS": {"customers.update": -1}}, "RATE_LIMITS"),
+        ({"ADMIN_TIMEOUT": (2, 0)}, "ADMIN_TIMEOUT"),
     ],
 )
 def test_malformed_settings_raise_naming_the_setting(values, setting):
     with autumn(**values):
         with pytest.raises(AutumnImproperlyConfigured, match=rf'AUTUMN\["{setting}"\]'):
             conf.load()
+
+
+def test_every_engine_setting_is_an_attribute_of_the_snapshot():
+    from tests.mapping_functions import customer_data
+
+    with autumn(
+        CUSTOMER_DATA="tests.mapping_functions.customer_data",
+        DELETE_POLICY="keep",
+        RETRY_DELAY=5,
+        RATE_LIMITS={"customers.update": 3},
+        ADMIN_TIMEOUT=1,
+        RAISE_ERRORS=True,
+    ):
+        settings = conf.load()
+    assert settings.customer_data is customer_data  # the dotted path, imported
+    assert (settings.delete_policy, settings.retry_delay, settings.admin_timeout) == ("keep", 5.0, (1.0, 1.0))
+    assert settings.rate_limits["customers.update"] == 3
+    assert settings.rate_limits["customers.list"] == pytest.approx(4.5)  # published, less 10%
+    assert settings.raise_errors is True and settings.env == "sandbox"
+
+
+def test_rate_limits_false_turns_pacing_off():
+    with autumn(RATE_LIMITS=False):
+        assert conf.load().rate_limits is None
+
+
+def test_the_snapshot_is_built_once_and_rebuilt_when_the_setting_changes(monkeypatch):
+    built = []
+    original = conf._build
+    monkeypatch.setattr(conf, "_build", lambda: built.append(1) or original())
+    with autumn(RETRY_DELAY=7):
+        first = conf.load()
+        assert conf.load() is first
+        assert len(built) == 1
+    with autumn(RETRY_DELAY=9):
+        assert conf.load().retry_delay == 9.0
+    assert len(built) == 2
+
+
+def test_raise_errors_is_read_even_when_the_settings_are_broken():
+    with override_settings(AUTUMN={"RAISE_ERRORS": True}):  # no key: load() fails
+        assert conf.raise_errors() is True
+    with override_settings(AUTUMN={}):
+        assert conf.raise_errors() is False
+
+
+def test_the_snapshot_repr_hides_the_secret_key():
+    with autumn():
+        assert KEY not in repr(conf.load())
 
 
 def test_the_autumn_setting_must_be_a_dict():

@@ -67,3 +67,5 @@ def test_published_rate_limits():
     assert contract.endpoint_rate_limit(contract.UPDATE, v21) == (25, 1)
     assert contract.endpoint_rate_limit(contract.DELETE, v23) == (25, 1)
     assert contract.ORG_CAP == (240_000, 60)
+    assert contract.per_second_limit(contract.GET_OR_CREATE, v21) == 4000
+    assert contract.per_second_limit(contract.UPDATE, v23) == 25

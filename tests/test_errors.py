@@ -12,12 +12,12 @@ from autumn_django.exceptions import (
     AutumnAPIError,
     AutumnConnectionError,
     Conflict,
+    Forbidden,
+    InvalidRequest,
     NotFound,
-    PermissionDenied,
     RateLimited,
     ServerError,
     ServiceUnavailable,
-    ValidationError,
 )
 from autumn_django.testing import emulate, make_secret_key
 
@@ -52,14 +52,14 @@ def test_a_missing_scope_is_permission_denied():
     with emulate(Emulator(secret_keys={key: ["customers:read"]}), secret_key=key) as emulator:
         client = client_for(emulator)
         assert client.list_customers()["list"] == []
-        with pytest.raises(PermissionDenied) as caught:
+        with pytest.raises(Forbidden) as caught:
             client.update_customer("1", name="x")
     assert (caught.value.status, caught.value.code) == (403, "insufficient_scopes")
     assert caught.value.message == "Insufficient scopes. Missing: customers:write"
 
 
 def test_body_validation_is_invalid_inputs_naming_the_field(autumn_emulator):
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         client_for(autumn_emulator).list_customers(subscription_status="paused")
     assert (caught.value.status, caught.value.code) == (400, "invalid_inputs")
     assert caught.value.message.startswith("subscription_status: ")
@@ -117,7 +117,7 @@ def test_a_plain_text_429_is_rate_limited_with_its_message(autumn_emulator):
 def test_the_org_cap_429_is_json_without_retry_after():
     clock = [1_000.0]
     with emulate(Emulator(rate_limits=True, clock=lambda: clock[0])) as emulator:
-        emulator._windows[("sandbox", "org_cap")] = (960.0, 240_000)  # the cap is used up
+        emulator.use_up_rate_limit("org_cap")  # the cap is used up
         with pytest.raises(RateLimited) as caught:
             client_for(emulator, max_retries=0).get_or_create_customer("1")
     assert (caught.value.code, caught.value.message, caught.value.retry_after) == (

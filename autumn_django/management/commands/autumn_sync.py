@@ -3,7 +3,8 @@
 Day one it mirrors the existing users; from cron it catches what signals
 cannot see (``bulk_create``, ``QuerySet.update()``, raw SQL) and retries the
 outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
-:mod:`autumn_django.bulk`; see docs/bulk-sync.md.
+:mod:`autumn_django.bulk` (push, retry) and :mod:`autumn_django.reconcile`
+(check, pull, prune); see docs/bulk-sync.md.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from ... import bulk, conf, mapping
+from ... import bulk, conf, mapping, reconcile, tasks
+from ...client import bulk_client
 from ...exceptions import AutumnError
+from ...models import Customer
 
 
 class Progress:
@@ -181,12 +184,12 @@ class Command(BaseCommand):
         options = self.options
         retry = options["retry"]
         users = self.users()
-        total = bulk.outbox().count() if retry else users.count()
+        total = Customer.objects.outbox().count() if retry else users.count()
         if not retry and not self.selected:
-            total += bulk.Customer.objects.filter(state="deleting", user__isnull=True).count()
+            total += Customer.objects.orphans().count()
         progress = Progress(self.progress_stream, total)
         runner = bulk.BulkSync(
-            bulk.bulk_client(options["concurrency"]),
+            bulk_client(options["concurrency"]),
             concurrency=options["concurrency"],
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
@@ -210,12 +213,10 @@ class Command(BaseCommand):
             raise CommandError(f"{summary.failed} failed; see above. Their rows hold the errors.")
 
     def enqueue(self) -> None:
-        from ... import tasks
-
         size = self.options["batch_size"]
         if self.options["retry"]:
             count = 0
-            for pk in bulk.outbox().values_list("pk", flat=True).iterator(chunk_size=size):
+            for pk in Customer.objects.outbox().values_list("pk", flat=True).iterator(chunk_size=size):
                 tasks.configured().enqueue(pk)
                 count += 1
             self.stdout.write(f"Enqueued {count} outbox rows as {count} tasks.")
@@ -223,12 +224,12 @@ class Command(BaseCommand):
         chunks = 0
         users = self.users().values_list("pk", flat=True)
         for chunk in bulk.chunks(users.iterator(chunk_size=size), size):
-            tasks.configured(tasks.sync_users).enqueue([bulk._jsonable(pk) for pk in chunk])
+            tasks.configured(tasks.sync_users).enqueue([bulk.jsonable(pk) for pk in chunk])
             chunks += 1
         self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} users for the workers.")
 
     def drift_check(self) -> None:
-        drift = bulk.check(bulk.bulk_client(1), self.users(), self.options["batch_size"])
+        drift = reconcile.check(bulk_client(1), self.users(), self.options["batch_size"])
         if self.options["json"]:
             self.stdout.write(json.dumps(drift.as_dict(), indent=2))
         else:
@@ -249,14 +250,14 @@ class Command(BaseCommand):
             raise CommandError("Drift found: run autumn_sync (and --prune for orphans).", returncode=1)
 
     def pull(self) -> None:
-        summary = bulk.pull(
-            bulk.bulk_client(1), batch_size=self.options["batch_size"], dry_run=self.options["dry_run"]
+        summary = reconcile.pull(
+            bulk_client(1), batch_size=self.options["batch_size"], dry_run=self.options["dry_run"]
         )
         self.print_summary(summary, "pull")
 
     def prune(self) -> None:
-        client = bulk.bulk_client(self.options["concurrency"])
-        orphans = bulk.check(
+        client = bulk_client(self.options["concurrency"])
+        orphans = reconcile.check(
             client, get_user_model()._default_manager.all(), self.options["batch_size"]
         ).orphans
         env = mapping.current_env()
@@ -270,7 +271,7 @@ class Command(BaseCommand):
         if self.options["verbosity"] >= 2:
             for customer_id in orphans:
                 self.report(f"{'would delete' if self.options['dry_run'] else 'delete'} {customer_id}")
-        summary = bulk.prune(
+        summary = reconcile.prune(
             client, orphans, concurrency=self.options["concurrency"], dry_run=self.options["dry_run"]
         )
         self.print_summary(summary, "prune")

@@ -1,0 +1,222 @@
+"""The pages of Autumn's own customer list: list, detail, link (or import)
+and delete. Nothing here is read from the database but the mirror rows shown
+beside Autumn's answers; the data comes from the API on each request.
+
+Each view takes the ``RemoteCustomerAdmin`` first, for its site's context,
+its ``opts`` and its permission checks; ``RemoteCustomerAdmin.get_urls``
+binds it and wraps the view in ``admin_site.admin_view`` (login, staff).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.admin import ModelAdmin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import mapping, sync
+from ..exceptions import AutumnError, MappingError, NotFound
+from ..models import Customer
+from . import pagination
+from .helpers import admin_client, describe, user_admin_url
+
+PAGE_SIZES = (25, 50, 100, 250, 1000)
+DETAIL_FIELDS = ("id", "name", "email", "fingerprint", "stripe_id", "env", "send_email_receipts")
+LIST_HEADINGS = ("Customer id", "Name", "Email", "Env", "Created", "Stripe id", "Active plans", "Local user")
+
+
+def local_time(milliseconds: Any) -> datetime.datetime | None:
+    """Autumn's epoch milliseconds as the site's local time."""
+    if not isinstance(milliseconds, (int, float)):
+        return None
+    return timezone.localtime(datetime.datetime.fromtimestamp(milliseconds / 1000, tz=datetime.timezone.utc))
+
+
+def remote_created(customer: dict[str, Any]) -> datetime.datetime | None:
+    return local_time(customer.get("created_at"))
+
+
+def active_plans(customer: dict[str, Any]) -> list[str]:
+    return [
+        sub.get("plan_id", "") for sub in customer.get("subscriptions") or [] if sub.get("status") == "active"
+    ]
+
+
+def _context(model_admin: ModelAdmin[Any], request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "has_delete_permission": model_admin.has_delete_permission(request),
+        **extra,
+    }
+
+
+def changelist(
+    model_admin: ModelAdmin[Any], request: HttpRequest, extra_context: dict[str, Any] | None = None
+) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    client = admin_client()
+    search = request.GET.get("q", "").strip()
+    try:
+        per_page = int(request.GET.get("per_page", 50))
+    except ValueError:
+        per_page = 50
+    per_page = per_page if per_page in PAGE_SIZES else 50
+    filters: dict[str, Any] = {"search": search} if search else {}
+    page: dict[str, Any] = {"list": []}
+    links: dict[str, Any] = {}
+    try:
+        if client.uses_cursor_pagination:
+            cursor = request.GET.get("cursor", "")
+            trail = [c for c in request.GET.get("trail", "").split(",") if c] if cursor else []
+            page = client.list_customers(limit=per_page, start_cursor=cursor, **filters)
+            links = pagination.cursor_links(request, cursor, trail, page.get("next_cursor"))
+        else:
+            try:
+                number = max(1, int(request.GET.get("p", 1)))
+            except ValueError:
+                number = 1
+            page = client.list_customers(limit=per_page, offset=(number - 1) * per_page, **filters)
+            links = pagination.offset_links(request, number, per_page, page.get("total_filtered_count"))
+    except AutumnError as error:
+        messages.error(request, describe(error))
+    customers = page.get("list") or []
+    ids = [c["id"] for c in customers if c.get("id")]
+    rows = {
+        row.customer_id: row
+        for row in Customer.objects.filter(env=client.env, customer_id__in=ids).select_related("user")
+    }
+    entries = [
+        {
+            "customer": customer,
+            "created": remote_created(customer),
+            "plans": active_plans(customer),
+            "row": rows.get(customer.get("id")),
+            "user_url": user_admin_url(getattr(rows.get(customer.get("id")), "user", None)),
+        }
+        for customer in customers
+    ]
+    context = _context(
+        model_admin,
+        request,
+        "Autumn customers",
+        entries=entries,
+        search=search,
+        per_page=per_page,
+        page_sizes=PAGE_SIZES,
+        headings=LIST_HEADINGS,
+        pagination=links,
+        env=client.env,
+        api_version=client.api_version,
+        **(extra_context or {}),
+    )
+    return TemplateResponse(request, "admin/autumn_django/remotecustomer/change_list.html", context)
+
+
+def detail(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    client = admin_client()
+    customer: dict[str, Any] | None = None
+    try:
+        customer = client.get_customer(customer_id, expand=["subscriptions.plan"])
+    except AutumnError as error:
+        messages.error(request, describe(error))
+    row = Customer.objects.filter(env=client.env, customer_id=customer_id).select_related("user").first()
+    context = _context(
+        model_admin,
+        request,
+        f"Autumn customer {customer_id}",
+        customer_id=customer_id,
+        customer=customer,
+        created=remote_created(customer) if customer else None,
+        plans=active_plans(customer) if customer else [],
+        raw=json.dumps(customer, indent=2, sort_keys=True) if customer else "",
+        fields=[(name, customer.get(name)) for name in DETAIL_FIELDS] if customer else [],
+        subscriptions=[
+            {
+                "plan": (sub.get("plan") or {}).get("name") or sub.get("plan_id"),
+                "status": sub.get("status"),
+                "started": local_time(sub.get("started_at")),
+                "period_end": local_time(sub.get("current_period_end")),
+            }
+            for sub in (customer or {}).get("subscriptions") or []
+        ],
+        row=row,
+        user_url=user_admin_url(row.user if row else None),
+        candidate=None if row else _local_user(customer_id),
+    )
+    return TemplateResponse(request, "admin/autumn_django/remotecustomer/detail.html", context)
+
+
+def _local_user(customer_id: str) -> Any:
+    """The local user whose CUSTOMER_ID is ``customer_id``, if any: tried
+    by primary key and by the pk the default mapping puts in metadata."""
+    user_model = get_user_model()
+    try:
+        user = user_model._default_manager.filter(pk=user_model._meta.pk.to_python(customer_id)).first()
+    except Exception:  # not a valid pk for this model
+        user = None
+    if user is None:
+        return None
+    try:
+        return user if mapping.payload_for(user).customer_id == customer_id else None
+    except MappingError:
+        return None
+
+
+def link(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Link or import: a mirror row for the local user this customer
+    belongs to, holding what Autumn has. POST only (``get_urls`` wraps it
+    in ``require_POST``)."""
+    if not model_admin.has_view_permission(request) or not request.user.has_perm(
+        "autumn_django.change_customer"
+    ):
+        raise PermissionDenied
+    detail_url = reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id])
+    client = admin_client()
+    user = _local_user(customer_id)
+    if user is None:
+        messages.error(request, f"No local user has the customer id {customer_id}.")
+        return HttpResponseRedirect(detail_url)
+    try:
+        remote = client.get_customer(customer_id)
+    except AutumnError as error:
+        messages.error(request, describe(error))
+        return HttpResponseRedirect(detail_url)
+    row, created = sync.link(user, remote)
+    messages.success(request, f"{'Linked' if created else 'Refreshed'} {customer_id} to user {user}.")
+    return HttpResponseRedirect(detail_url)
+
+
+def delete(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str) -> HttpResponse:
+    """A confirmation page on GET; the deletion in Autumn (and of the mirror
+    row) only on POST, which the admin's CSRF protection covers."""
+    if not model_admin.has_delete_permission(request):
+        raise PermissionDenied
+    if request.method != "POST":
+        context = _context(model_admin, request, f"Delete {customer_id} in Autumn?", customer_id=customer_id)
+        return TemplateResponse(
+            request, "admin/autumn_django/remotecustomer/delete_confirmation.html", context
+        )
+    client = admin_client()
+    try:
+        client.delete_customer(customer_id)
+    except NotFound:
+        pass  # already gone
+    except AutumnError as error:
+        messages.error(request, describe(error))
+        return HttpResponseRedirect(reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id]))
+    Customer.objects.filter(env=client.env, customer_id=customer_id).delete()
+    messages.success(request, f"Deleted {customer_id} in Autumn.")
+    return HttpResponseRedirect(reverse("admin:autumn_django_remotecustomer_changelist"))
