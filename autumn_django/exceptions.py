@@ -46,6 +46,12 @@ class AutumnConnectionError(AutumnError):
     retryable = True
 
 
+class AutumnRequestError(AutumnError):
+    """The request could not be made at all (an error raised on our side
+    while building or sending it). The message names the operation and the
+    exception type only: the original text may hold the secret key."""
+
+
 class AutumnAPIError(AutumnError):
     """Autumn answered with an error status.
 
@@ -159,6 +165,15 @@ def error_class_for_status(status: int) -> type[AutumnAPIError]:
     if status >= 500:
         return ServerError
     return AutumnAPIError
+
+
+class InvalidResponse(AutumnAPIError):
+    """Autumn answered, but not as its contract says (a body that is not
+    JSON, a customer with another id, a field of the wrong type...). Nothing
+    of it is written to the mirror; ``message`` says what was wrong. Worth
+    retrying later: a proxy or a wrong ``BASE_URL`` is the usual cause."""
+
+    retryable = True
 
 
 class SyncFailed(AutumnError):
