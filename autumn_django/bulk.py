@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import mapping, sync
 from .client import AutumnClient
-from .exceptions import MappingError
+from .exceptions import message_text
 from .models import Customer
 from .signals import customer_sync_failed, customer_synced
 from .sync import Action, Decision, Step
@@ -232,17 +232,17 @@ class BulkSync:
         try:
             with transaction.atomic():
                 Customer.objects.bulk_create(rows, batch_size=self.batch_size)
-        except IntegrityError:  # an id already held: find which, one by one
+        except (IntegrityError, DataError):  # an id already held: find which, one by one
             created = []
             for row, decision in zip(rows, decisions, strict=True):
                 try:
                     with transaction.atomic():
                         row.save(force_insert=True)
                     created.append(decision)
-                except IntegrityError:
+                except (IntegrityError, DataError) as error:
                     row.pk = None
                     self.summary.add_error(
-                        decision.user.pk, row.customer_id, sync.duplicate_message(row.customer_id)
+                        decision.user.pk, row.customer_id, sync.write_error(error, row.customer_id)
                     )
             decisions = created
             rows = [row for row in rows if row.pk is not None]
@@ -306,15 +306,15 @@ class BulkSync:
         try:
             with transaction.atomic():
                 write_rows(rows, WRITTEN_FIELDS)
-        except IntegrityError:  # a customer id held by another row: one by one
+        except (IntegrityError, DataError):  # a row the database refuses: find which, one by one
             for index, (row, _, _) in enumerate(updated):
                 try:
                     with transaction.atomic():
                         row.save(update_fields=WRITTEN_FIELDS)
-                except IntegrityError:
-                    error = MappingError(sync.duplicate_message(row.customer_id))
+                except (IntegrityError, DataError) as failure:
+                    error = sync.write_error(failure, row.customer_id)
                     Customer.objects.filter(pk=row.pk).update(
-                        state=Customer.State.FAILED, last_error=str(error)
+                        state=Customer.State.FAILED, last_error=message_text(error)
                     )
                     updated[index] = (row, Action.FAILED, error)
 

@@ -18,6 +18,16 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 
+def message_text(value: object, limit: int = 2000) -> str:
+    """``str(value)`` made safe to store and show: cut to ``limit``
+    characters, NUL characters and lone surrogates escaped (PostgreSQL
+    refuses both, and an error message is often what we store)."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class AutumnError(Exception):
     """Anything that went wrong talking to Autumn."""
 
@@ -174,6 +184,11 @@ class InvalidResponse(AutumnAPIError):
     retrying later: a proxy or a wrong ``BASE_URL`` is the usual cause."""
 
     retryable = True
+
+
+class MirrorWriteError(AutumnError):
+    """The mirror's database refused a row (a value its columns cannot hold).
+    The row is marked failed with this message; the others carry on."""
 
 
 class SyncFailed(AutumnError):

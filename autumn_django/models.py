@@ -134,24 +134,35 @@ class Customer(models.Model):
 
     @staticmethod
     def remote_columns(customer: dict[str, Any]) -> dict[str, Any]:
-        """The row's columns for one of Autumn's customer objects."""
+        """The row's columns for one of Autumn's customer objects (validated
+        by the client). The text columns are display copies, cut to what
+        the columns hold; ``data`` keeps Autumn's answer whole."""
         created = customer.get("created_at")
         return {
             "customer_id": customer.get("id"),
             "env": customer.get("env"),
-            "name": customer.get("name"),
-            "email": customer.get("email"),
-            "fingerprint": customer.get("fingerprint"),
-            "stripe_id": customer.get("stripe_id"),
+            "name": _display(customer.get("name"), 255),
+            "email": _display(customer.get("email"), 254),
+            "fingerprint": _display(customer.get("fingerprint"), 255),
+            "stripe_id": _display(customer.get("stripe_id"), 255),
             "metadata": customer.get("metadata") or {},
             "remote_created_at": (
                 datetime.datetime.fromtimestamp(created / 1000, tz=datetime.timezone.utc)
-                if isinstance(created, (int, float))
+                if isinstance(created, (int, float)) and not isinstance(created, bool)
                 else None
             ),
             "data": customer,
             "synced_at": timezone.now(),
         }
+
+
+def _display(value: Any, limit: int) -> str | None:
+    """A text column's copy of one of Autumn's fields: a string cut to
+    ``limit`` characters with NUL characters removed (PostgreSQL refuses
+    them), or None."""
+    if value is None:
+        return None
+    return str(value).replace("\x00", "")[:limit]
 
 
 class RemoteCustomer(models.Model):

@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from . import conf, contract, mapping
 from .client import AutumnClient, get_client
-from .exceptions import AutumnError, Conflict, MappingError, NotFound
+from .exceptions import AutumnError, Conflict, MappingError, MirrorWriteError, NotFound, message_text
 from .mapping import Payload
 from .models import Customer
 from .signals import customer_sync_failed, customer_synced
@@ -132,16 +132,16 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     what Autumn already holds (a ``last_login`` save), and no request.
     """
     row = _row_of(user, using)
-    if not mapping.should_sync(user):
-        if row is None or conf.load().delete_policy == "keep" or row.state == Customer.State.DELETING:
-            return None
-        return _bump(row, Customer.State.DELETING, using)
     env = mapping.current_env()
     try:
-        payload = mapping.payload_for(user)
+        payload = mapping.payload_for(user) if mapping.should_sync(user) else None
     except MappingError as error:
         record_mapping_error(user, row, str(error), env, using)
         return None
+    if payload is None:  # the user does not qualify (SHOULD_SYNC)
+        if row is None or conf.load().delete_policy == "keep" or row.state == Customer.State.DELETING:
+            return None
+        return _bump(row, Customer.State.DELETING, using)
     if row is not None and row.holds(payload, env):
         return None
     if row is not None:
@@ -152,16 +152,7 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
                 user=user, env=env, customer_id=payload.customer_id, state=Customer.State.PENDING
             )
     except IntegrityError:
-        holder = Customer.objects.using(using).filter(env=env, customer_id=payload.customer_id).first()
-        logger.error(
-            "Cannot mirror user %s as Autumn customer %r: mirror row %s (user %s) already holds "
-            "that id in %s. Two users map to one customer id; check AUTUMN['CUSTOMER_ID'].",
-            user.pk,
-            payload.customer_id,
-            holder and holder.pk,
-            holder and holder.user_id,
-            env,
-        )
+        record_mapping_error(user, None, duplicate_message(payload.customer_id), env, using)
         return None
 
 
@@ -200,7 +191,7 @@ def record_mapping_error(user: Any, row: Customer | None, message: str, env: str
     if row is not None:
         Customer.objects.using(using).filter(pk=row.pk).update(
             state=Customer.State.FAILED,
-            last_error=message,
+            last_error=message_text(message),
             next_attempt_at=None,
             version=F("version") + 1,
             updated=timezone.now(),
@@ -214,7 +205,7 @@ def record_mapping_error(user: Any, row: Customer | None, message: str, env: str
                 env=env,
                 customer_id=f"invalid:{user.pk}"[:255],
                 state=Customer.State.FAILED,
-                last_error=message,
+                last_error=message_text(message),
             )
     except IntegrityError:
         pass
@@ -253,14 +244,14 @@ def decide(row: Customer | None, user: Any, env: str, *, force: bool = False) ->
         return Decision(Step.DELETE, row, user)
     if user is None:  # unlinked and kept ("keep" policy): nothing to push
         return Decision(Step.SKIPPED, row)
-    if not mapping.should_sync(user):
+    try:
+        payload = mapping.payload_for(user) if mapping.should_sync(user) else None
+    except MappingError as error:
+        return Decision(Step.INVALID, row, user, error=error)
+    if payload is None:  # the user does not qualify (SHOULD_SYNC)
         if row is None:
             return Decision(Step.SKIPPED, row, user)
         return Decision(Step.KEPT if conf.load().delete_policy == "keep" else Step.RETIRE, row, user)
-    try:
-        payload = mapping.payload_for(user)
-    except MappingError as error:
-        return Decision(Step.INVALID, row, user, error=error)
     known = row is not None and row.is_known_remotely and row.env == env
     if not force and row is not None and row.holds(payload, env):
         return Decision(Step.UNCHANGED, row, user, payload, known)
@@ -333,7 +324,7 @@ def failure_values(row: Customer, error: Exception) -> dict[str, Any]:
     attempts = row.attempts + 1
     return {
         "state": Customer.State.DELETING if row.state == Customer.State.DELETING else Customer.State.FAILED,
-        "last_error": str(error)[:2000],
+        "last_error": message_text(error),
         "attempts": attempts,
         "next_attempt_at": timezone.now() + retry_delay(attempts, error) if retryable else None,
     }
@@ -387,12 +378,23 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     try:
         with _savepoint(Customer.objects.db):
             _require_version(row, **values)
-    except IntegrityError:
-        return _fail(row, MappingError(duplicate_message(values["customer_id"])), calls)
+    except (IntegrityError, DataError) as error:
+        return _fail(row, write_error(error, values["customer_id"]), calls)
     for name, value in values.items():
         setattr(row, name, value)
     customer_synced.send(sender=Customer, customer=row, action=outcome.action)
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
+
+
+def write_error(error: DatabaseError, customer_id: str) -> AutumnError:
+    """Why the mirror could not store a row, as the error recorded on it:
+    a customer id another row holds, or a value the columns cannot hold."""
+    if isinstance(error, IntegrityError):
+        return MappingError(duplicate_message(customer_id))
+    return MirrorWriteError(
+        f"The mirror could not store Autumn's answer for customer {customer_id!r} "
+        f"({type(error).__name__}: {message_text(error, 300)})."
+    )
 
 
 def duplicate_message(customer_id: str) -> str:

@@ -51,6 +51,19 @@ def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_la
     run_services_tests("not rq", 4)
 
 
+def test_the_engine_tests_pass_on_postgresql():
+    """The sync engine's suites again, on PostgreSQL, which refuses values
+    SQLite stores (a NUL character, text longer than its column)."""
+    require(("PostgreSQL", PG), packages=("psycopg",))
+    run_pytest(
+        "tests.settings_postgres",
+        "tests/test_sync.py",
+        "tests/test_autumn_sync.py",
+        "tests/test_hostile_inputs.py",
+        expected_passed=None,
+    )
+
+
 def test_the_rq_backend_end_to_end_on_redis():
     require(("PostgreSQL", PG), ("Redis", REDIS))
     run_services_tests("rq", 1)

@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from .. import mapping, sync
@@ -29,8 +29,34 @@ from . import pagination
 from .helpers import admin_client, describe, user_admin_url
 
 PAGE_SIZES = (25, 50, 100, 250, 1000)
+#: Bounds on what the query string may ask: a page number past any real
+#: list, a search or cursor longer than any real one, a trail of cursors
+#: (the pages before this one) deeper than anyone clicks.
+MAX_PAGE = 1_000_000
+MAX_SEARCH = 200
+MAX_CURSOR = 1000
+MAX_TRAIL = 100
 DETAIL_FIELDS = ("id", "name", "email", "fingerprint", "stripe_id", "env", "send_email_receipts")
 LIST_HEADINGS = ("Customer id", "Name", "Email", "Env", "Created", "Stripe id", "Active plans", "Local user")
+
+
+def bounded_int(value: str | None, default: int, low: int, high: int) -> int:
+    """A whole number from the query string, within [low, high]; the default
+    when it is missing or not a short decimal number."""
+    if value is None or not value.isdecimal() or len(value) > len(str(high)):
+        return default
+    return min(max(int(value), low), high)
+
+
+def detail_url(customer_id: Any) -> str | None:
+    """The detail page of a customer, or None for an id the URL cannot carry
+    (made outside this site, e.g. holding a slash)."""
+    if not isinstance(customer_id, str) or not customer_id:
+        return None
+    try:
+        return reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id])
+    except NoReverseMatch:
+        return None
 
 
 def local_time(milliseconds: Any) -> datetime.datetime | None:
@@ -66,26 +92,21 @@ def changelist(
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     client = admin_client()
-    search = request.GET.get("q", "").strip()
-    try:
-        per_page = int(request.GET.get("per_page", 50))
-    except ValueError:
-        per_page = 50
+    search = request.GET.get("q", "").strip()[:MAX_SEARCH]
+    per_page = bounded_int(request.GET.get("per_page"), 50, 1, max(PAGE_SIZES))
     per_page = per_page if per_page in PAGE_SIZES else 50
     filters: dict[str, Any] = {"search": search} if search else {}
     page: dict[str, Any] = {"list": []}
     links: dict[str, Any] = {}
     try:
         if client.uses_cursor_pagination:
-            cursor = request.GET.get("cursor", "")
-            trail = [c for c in request.GET.get("trail", "").split(",") if c] if cursor else []
+            cursor = request.GET.get("cursor", "")[:MAX_CURSOR]
+            trail = [c[:MAX_CURSOR] for c in request.GET.get("trail", "").split(",") if c] if cursor else []
+            trail = trail[-MAX_TRAIL:]
             page = client.list_customers(limit=per_page, start_cursor=cursor, **filters)
             links = pagination.cursor_links(request, cursor, trail, page.get("next_cursor"))
         else:
-            try:
-                number = max(1, int(request.GET.get("p", 1)))
-            except ValueError:
-                number = 1
+            number = bounded_int(request.GET.get("p"), 1, 1, MAX_PAGE)
             page = client.list_customers(limit=per_page, offset=(number - 1) * per_page, **filters)
             links = pagination.offset_links(request, number, per_page, page.get("total_filtered_count"))
     except AutumnError as error:
@@ -103,6 +124,7 @@ def changelist(
             "plans": active_plans(customer),
             "row": rows.get(customer.get("id")),
             "user_url": user_admin_url(getattr(rows.get(customer.get("id")), "user", None)),
+            "detail_url": detail_url(customer.get("id")),
         }
         for customer in customers
     ]

@@ -269,7 +269,7 @@ class Emulator:
     ) -> None:
         try:
             decoded = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = body.decode("utf-8", "replace")
         kept = {name: value for name, value in headers.items() if name != "authorization"}
         entry = LoggedRequest(

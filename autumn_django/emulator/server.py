@@ -4,15 +4,22 @@ test that must cross a socket (timeouts, dropped connections, retries)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .core import Emulator, Response
+from .wire import error_response
+
+logger = logging.getLogger("autumn_django.emulator")
 
 #: Not an Autumn route: GET it for the emulator's counters (see Emulator.stats).
 STATS_PATH = "/_emulator/stats"
+#: The largest request body read (Autumn's requests are a few KB).
+MAX_BODY = 10 * 1024 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -25,12 +32,19 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdecimal() or int(length) > MAX_BODY:
+            self.send_error(413 if length.isdecimal() else 400)
+            return
+        body = self.rfile.read(int(length)) if int(length) else b""
         if self.path == STATS_PATH:  # the emulator's own counters, for benchmarks
             response = Response(200, json.dumps(self.server.emulator.stats()).encode())
         else:
-            response = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+            try:
+                response = self.server.emulator.handle(self.command, self.path, dict(self.headers), body)
+            except Exception:  # a bug of ours: answer as Autumn's would, and keep serving
+                logger.exception("The emulator failed on %s %s", self.command, self.path)
+                response = error_response(500, "internal_error", "Internal server error", "sandbox")
         if response.drop:
             # Close without a byte of answer: what a crashed proxy looks like.
             self.close_connection = True
@@ -66,8 +80,6 @@ class EmulatorServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (a timeout in a test) closes mid-answer: normal.
-        import sys
-
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 

@@ -62,10 +62,12 @@ class Refusal(Exception):
 
 
 def parse_body(body: bytes) -> JSONDict:
-    """Autumn reads an unparsable or empty body as ``{}`` (then fails validation)."""
+    """Autumn reads an unparsable or empty body as ``{}`` (then fails
+    validation); so is one nested too deep for the parser, which a server
+    must answer, not die on."""
     try:
         value = json.loads(body) if body else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
