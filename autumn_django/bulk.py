@@ -48,6 +48,7 @@ WRITTEN_FIELDS = [
     "last_error",
     "attempts",
     "next_attempt_at",
+    "pushed_at",
     "updated",
 ]
 
@@ -131,6 +132,7 @@ class BulkSync:
         self.advance = advance or (lambda done, failed: None)
         self.summary = Summary(dry_run=dry_run)
         self.env = mapping.current_env()
+        self._taken: list[int] = []
         self._calls_before = Counter(client.calls)
 
     # --- what to run over ---------------------------------------------------------
@@ -201,10 +203,23 @@ class BulkSync:
                 decision.row.state, decision.row.version = Customer.State.DELETING, decision.row.version + 1
                 work.append(Decision(Step.DELETE, decision.row, decision.user))
         self._load_json([decision.row for decision in work if decision.row is not None])
+        self._mark_pushing([decision.row for decision in work if decision.step == Step.PUSH and decision.row])
         work.extend(self._create_rows(new))
         outcomes = list(self._pool.map(lambda decision: sync.execute(decision, self.client), work))
         self._record(work, outcomes)
         self.advance(len(items), self.summary.failed)
+
+    @staticmethod
+    def _mark_pushing(rows: list[Customer]) -> None:
+        """``pushed_at`` on the rows about to be pushed, in one query, before
+        any request: a delete that overtakes a push then knows to confirm
+        itself later (see :mod:`autumn_django.sync`)."""
+        if not rows:
+            return
+        now = timezone.now()
+        Customer.objects.filter(pk__in=[row.pk for row in rows]).update(pushed_at=now)
+        for row in rows:
+            row.pushed_at = now
 
     @staticmethod
     def _load_json(rows: list[Customer]) -> None:
@@ -225,7 +240,12 @@ class BulkSync:
         """Mirror rows for users seen for the first time, ``pending``, before
         any request: an interrupted run leaves them to be finished."""
         rows = [
-            Customer(user=decision.user, env=self.env, customer_id=decision.payload.customer_id)
+            Customer(
+                user=decision.user,
+                env=self.env,
+                customer_id=decision.payload.customer_id,
+                pushed_at=timezone.now(),
+            )
             for decision in decisions
             if decision.payload is not None
         ]
@@ -241,6 +261,12 @@ class BulkSync:
                     created.append(decision)
                 except (IntegrityError, DataError) as error:
                     row.pk = None
+                    taken = isinstance(error, IntegrityError) and sync.take_over(
+                        decision.user, self.env, row.customer_id
+                    )
+                    if taken:  # a deleted user's row, still deleting: synced alone after the chunk
+                        self._taken.append(taken.pk)
+                        continue
                     self.summary.add_error(
                         decision.user.pk, row.customer_id, sync.write_error(error, row.customer_id)
                     )
@@ -255,27 +281,34 @@ class BulkSync:
         now = timezone.now()
         updated: list[tuple[Customer, Action, Exception | None]] = []
         deleted: list[Customer] = []
-        stale: list[int] = []
+        stale: dict[int, str | None] = {}  # row pk -> a customer id its push made, if any
         with transaction.atomic():
-            versions = dict(
-                Customer.objects.select_for_update()
+            current = {
+                pk: (version, pushed_at)
+                for pk, version, pushed_at in Customer.objects.select_for_update()
                 .filter(pk__in=[decision.row.pk for decision in work if decision.row])
-                .values_list("pk", "version")
-            )
+                .values_list("pk", "version", "pushed_at")
+            }
             for decision, outcome in zip(work, outcomes, strict=True):
                 row = decision.row
                 assert row is not None
-                if versions.get(row.pk) != row.version:
-                    stale.append(row.pk)
+                version, pushed_at = current.get(row.pk, (None, None))
+                if version != row.version:
+                    stale[row.pk] = sync.made_by(decision, outcome)
                     continue
                 if outcome.error is not None:
-                    values = sync.failure_values(row, outcome.error)
+                    values = {**sync.failure_values(row, outcome.error), "pushed_at": pushed_at}
                 elif outcome.action == Action.DELETED:
-                    deleted.append(row)
-                    continue
+                    tombstone = sync.tombstone_values(row)
+                    if tombstone is None:
+                        deleted.append(row)
+                        continue
+                    values = {**tombstone, "pushed_at": pushed_at}
                 else:
                     assert outcome.remote is not None and decision.payload is not None
                     values = sync.synced_values(outcome.remote, decision.payload)
+                    # Landed: no push of ours is on its way, unless another began since.
+                    values["pushed_at"] = None if pushed_at == row.pushed_at else pushed_at
                 for name, value in {**values, "updated": now}.items():
                     setattr(row, name, value)
                 updated.append((row, outcome.action, outcome.error))
@@ -294,8 +327,12 @@ class BulkSync:
             self.summary.counts[Action.DELETED] += 1
             customer_synced.send(sender=Customer, customer=row, action=Action.DELETED)
             self.report(f"deleted   {row.customer_id}")
-        for pk in stale:  # changed under us: once more, alone and in full
-            result = sync.sync(pk, client=self.client, force=True)
+        # Changed under us (or a deleted user's row taken over): once more,
+        # alone and in full, removing what a push made for a row now deleted.
+        retake = {**stale, **dict.fromkeys(self._taken)}
+        self._taken.clear()
+        for pk, made in retake.items():
+            result = sync.sync(pk, client=self.client, force=True, made=made)
             if result.action == Action.FAILED:
                 self.summary.add_error(None, result.customer_id, result.error)
             else:

@@ -33,20 +33,24 @@ class CustomerQuerySet(models.QuerySet["Customer"]):
         due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
         return self.filter(
             (Q(state__in=[Customer.State.PENDING, Customer.State.DELETING]) & due)
-            | Q(state=Customer.State.FAILED, next_attempt_at__lte=now)
+            | Q(state__in=[Customer.State.FAILED, Customer.State.GONE], next_attempt_at__lte=now)
         )
 
     def orphans(self) -> CustomerQuerySet:
-        """Rows whose user is gone, waiting for Autumn to confirm the delete."""
-        return self.filter(state=Customer.State.DELETING, user__isnull=True)
+        """Rows whose user is gone, waiting for Autumn to confirm the delete
+        (``deleting``) or for the delete to be confirmed again (``gone``)."""
+        return self.filter(state__in=[Customer.State.DELETING, Customer.State.GONE], user__isnull=True)
 
 
 class Customer(models.Model):
-    class State(models.TextChoices):  # labels are the names, capitalised
-        PENDING = "pending"
-        SYNCED = "synced"
-        FAILED = "failed"
-        DELETING = "deleting"
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SYNCED = "synced", "Synced"
+        FAILED = "failed", "Failed"
+        DELETING = "deleting", "Deleting"
+        # Deleted at Autumn while a push may still be on its way there: kept
+        # as a tombstone until next_attempt_at, then deleted once more.
+        GONE = "gone", "Gone (confirming)"
 
     class Env(models.TextChoices):
         SANDBOX = "sandbox"
@@ -79,6 +83,9 @@ class Customer(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last push to Autumn started (it may still be on its way)."
+    )
     version = models.PositiveBigIntegerField(
         default=0,
         help_text="Bumped by every local change; a sync records its result only if it is unchanged.",

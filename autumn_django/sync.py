@@ -16,6 +16,22 @@ one it read (``UPDATE ... WHERE version = v``). When it is not, the push may
 have carried stale data and may have landed after a newer one, so the sync
 pushes again, in full, from the latest data. Every push is followed by such a
 check, so the last push to land at Autumn always carries the newest data.
+
+Deletes race pushes still on the wire, and a delete must win over every push
+that started before it, however late that push lands:
+
+* a push records ``pushed_at`` before it sends anything, and clears it once
+  its answer is recorded (a failed push keeps it: a timed-out request may
+  still land);
+* a pusher that made or renamed a customer and then finds its row deleting,
+  gone or removed deletes what it made (:func:`_compensate`), unless a live
+  row holds that id; if Autumn is down it leaves a ``gone`` row to do it;
+* a delete confirmed while a push may still land (``pushed_at`` within
+  :data:`PUSH_GRACE`) keeps the row as a ``gone`` tombstone, and deletes
+  once more when no push can land any longer: that covers a pusher killed
+  with its request on the wire, which no process is left to notice;
+* a new user whose customer id a deleting or gone row still holds takes
+  that row over (:func:`take_over`) rather than failing on the unique id.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ from enum import Enum
 from typing import Any
 
 from django.db import DatabaseError, DataError, IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from . import conf, contract, mapping
@@ -80,6 +96,11 @@ IDLE_STEPS = (Step.UNCHANGED, Step.SKIPPED, Step.KEPT)
 
 #: How often one sync starts over because the user changed while it ran.
 MAX_ROUNDS = 5
+
+#: How long after a push started it may still land at Autumn: the client's
+#: timeouts and retries, with room to spare. A delete confirmed sooner than
+#: this after a push started is confirmed again once it has passed.
+PUSH_GRACE = timedelta(minutes=2)
 
 
 @dataclass
@@ -152,8 +173,10 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
                 user=user, env=env, customer_id=payload.customer_id, state=Customer.State.PENDING
             )
     except IntegrityError:
-        record_mapping_error(user, None, duplicate_message(payload.customer_id), env, using)
-        return None
+        taken = take_over(user, env, payload.customer_id, using)
+        if taken is None:
+            record_mapping_error(user, None, duplicate_message(payload.customer_id), env, using)
+        return taken
 
 
 def mark_deleted(user: Any, using: str = "default") -> Customer | None:
@@ -168,6 +191,37 @@ def mark_deleted(user: Any, using: str = "default") -> Customer | None:
     if row is None or row.state == Customer.State.DELETING:
         return None
     return _bump(row, Customer.State.DELETING, using)
+
+
+def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> Customer | None:
+    """Give ``user`` the row of a deleted user that maps to the same customer
+    id and is still deleting or a tombstone (a user re-created with the same
+    primary key, or a ``CUSTOMER_ID`` built from a reused email). The row
+    becomes pending, so the delete in flight, if any, finds it changed and
+    pushes instead. Returns the row, or None if no such row holds the id."""
+    holder = (
+        Customer.objects.using(using)
+        .filter(
+            env=env,
+            customer_id=customer_id,
+            user__isnull=True,
+            state__in=[Customer.State.DELETING, Customer.State.GONE],
+        )
+        .only("pk")
+        .first()
+    )
+    if holder is None:
+        return None
+    Customer.objects.using(using).filter(pk=holder.pk).update(
+        user=user,
+        state=Customer.State.PENDING,
+        version=F("version") + 1,
+        next_attempt_at=None,
+        attempts=0,
+        last_error="",
+        updated=timezone.now(),
+    )
+    return holder
 
 
 def _row_of(user: Any, using: str) -> Customer | None:
@@ -242,6 +296,9 @@ def decide(row: Customer | None, user: Any, env: str, *, force: bool = False) ->
     ``user`` to the desired state takes. Pure: the rules, no I/O."""
     if row is not None and row.state == Customer.State.DELETING:
         return Decision(Step.DELETE, row, user)
+    if row is not None and row.state == Customer.State.GONE:
+        due = row.next_attempt_at is None or row.next_attempt_at <= timezone.now()
+        return Decision(Step.DELETE if due else Step.SKIPPED, row, user)
     if user is None:  # unlinked and kept ("keep" policy): nothing to push
         return Decision(Step.SKIPPED, row)
     try:
@@ -330,15 +387,26 @@ def failure_values(row: Customer, error: Exception) -> dict[str, Any]:
     }
 
 
-def sync(customer_pk: int, *, client: AutumnClient | None = None, force: bool = False) -> SyncResult:
+def sync(
+    customer_pk: int,
+    *,
+    client: AutumnClient | None = None,
+    force: bool = False,
+    made: str | None = None,
+) -> SyncResult:
     """Bring one mirror row and its Autumn customer to the desired state:
     push a pending or failed row, delete a deleting one. ``force`` pushes
-    every field even when the row says Autumn has them."""
+    every field even when the row says Autumn has them. ``made`` is a
+    customer id an earlier push for this row made or renamed to (the bulk
+    engine's), to be removed if the row turns out deleted meanwhile."""
     client = client or get_client()
     env = mapping.current_env()
     calls: list[str] = []
     for _ in range(MAX_ROUNDS):
         row = Customer.objects.select_related("user").filter(pk=customer_pk).first()
+        if made is not None and _abandoned(row, made):
+            _compensate(client, env, made, calls)
+            made = None
         if row is None:
             return SyncResult(Action.SKIPPED, customer_pk, calls=calls)
         forced = force or bool(calls)
@@ -352,8 +420,12 @@ def sync(customer_pk: int, *, client: AutumnClient | None = None, force: bool = 
             if decision.step == Step.INVALID:
                 assert decision.error is not None
                 return _fail(row, decision.error, calls)
+            if decision.step == Step.PUSH:
+                row.pushed_at = timezone.now()
+                _require_version(row, pushed_at=row.pushed_at)
             outcome = execute(decision, client, force=forced)
             calls.extend(outcome.calls)
+            made = made_by(decision, outcome) or made
             return _record(row, decision, outcome, calls)
         except _Stale:
             continue
@@ -368,22 +440,103 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     if outcome.error is not None:
         return _fail(row, outcome.error, calls)
     if outcome.action == Action.DELETED:
-        deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
-        if not deleted:
-            raise _Stale  # the user came back or changed meanwhile
-        customer_synced.send(sender=Customer, customer=row, action=Action.DELETED)
-        return SyncResult(Action.DELETED, row.pk, row.customer_id, calls=calls)
+        tombstone = tombstone_values(row)
+        if tombstone is None:
+            deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
+            if not deleted:
+                raise _Stale  # the user came back or changed meanwhile
+        else:
+            _require_version(row, **tombstone)
+        if row.state != Customer.State.GONE:  # the first delete, not its confirmation
+            customer_synced.send(sender=Customer, customer=row, action=Action.DELETED)
+        retry_at = tombstone["next_attempt_at"] if tombstone else None
+        return SyncResult(Action.DELETED, row.pk, row.customer_id, retry_at=retry_at, calls=calls)
     assert outcome.remote is not None and decision.payload is not None
     values = synced_values(outcome.remote, decision.payload)
     try:
         with _savepoint(Customer.objects.db):
-            _require_version(row, **values)
+            _require_version(row, **values, pushed_at=_landed(row.pushed_at))
     except (IntegrityError, DataError) as error:
         return _fail(row, write_error(error, values["customer_id"]), calls)
     for name, value in values.items():
         setattr(row, name, value)
+    row.pushed_at = None
     customer_synced.send(sender=Customer, customer=row, action=outcome.action)
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
+
+
+def _landed(pushed_at: datetime | None) -> Any:
+    """``pushed_at`` once the push that set it has landed: cleared, unless
+    another push (a second task for the row) started since, which may
+    still be on its way."""
+    if pushed_at is None:
+        return F("pushed_at")
+    return Case(When(pushed_at=pushed_at, then=Value(None)), default=F("pushed_at"))
+
+
+def made_by(decision: Decision, outcome: Outcome) -> str | None:
+    """The customer id a push made at Autumn (a get_or_create, or a rename
+    to a new id), which a delete that overtook it would not have removed."""
+    if decision.step != Step.PUSH or outcome.error is not None or decision.payload is None:
+        return None
+    renamed = decision.row is not None and decision.row.customer_id != decision.payload.customer_id
+    return decision.payload.customer_id if outcome.action == Action.CREATED or renamed else None
+
+
+def tombstone_values(row: Customer) -> dict[str, Any] | None:
+    """After Autumn confirmed a delete: None to remove the row, or its
+    columns as a ``gone`` tombstone while a push that started before the
+    delete may still land (to be deleted once more when it can no longer)."""
+    if row.state == Customer.State.GONE or row.pushed_at is None:
+        return None
+    until = row.pushed_at + PUSH_GRACE
+    if until <= timezone.now():
+        return None
+    return {"state": Customer.State.GONE, "next_attempt_at": until, "attempts": 0, "last_error": ""}
+
+
+def _abandoned(row: Customer | None, made: str) -> bool:
+    """The row that a push made ``made`` for no longer wants it."""
+    return (
+        row is None
+        or row.state == Customer.State.GONE
+        or (row.state == Customer.State.DELETING and row.customer_id != made)
+    )
+
+
+def _compensate(client: AutumnClient, env: str, customer_id: str, calls: list[str]) -> None:
+    """Delete a customer a push made after the delete that should have won
+    over it, unless a live row holds that id (a user re-created meanwhile
+    with the same id). If Autumn cannot be reached, a ``gone`` row is left
+    so the outbox deletes it later: it is never forgotten."""
+    live = (
+        Customer.objects.filter(env=env, customer_id=customer_id)
+        .exclude(state__in=[Customer.State.DELETING, Customer.State.GONE])
+        .exists()
+    )
+    if live:
+        return
+    try:
+        calls.append(contract.DELETE)
+        client.delete_customer(customer_id, delete_in_stripe=conf.load().delete_in_stripe)
+    except NotFound:
+        pass
+    except AutumnError as error:
+        logger.warning("Could not remove Autumn customer %r, made after its delete: %s", customer_id, error)
+        retry_at = timezone.now() + retry_delay(1, error)
+        _, created = Customer.objects.get_or_create(
+            env=env,
+            customer_id=customer_id,
+            defaults={
+                "state": Customer.State.GONE,
+                "next_attempt_at": retry_at,
+                "last_error": message_text(error),
+            },
+        )
+        if not created:
+            Customer.objects.filter(env=env, customer_id=customer_id, state=Customer.State.GONE).update(
+                next_attempt_at=retry_at, last_error=message_text(error)
+            )
 
 
 def write_error(error: DatabaseError, customer_id: str) -> AutumnError:

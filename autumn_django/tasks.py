@@ -10,12 +10,16 @@ fixed at decoration, as the Tasks API wants; ``AUTUMN["TASK_BACKEND"]`` and
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
 from . import conf, sync
 from .bulk import BulkSync
@@ -24,8 +28,22 @@ from .compat import TaskResultStatus, task
 from .exceptions import SyncFailed
 from .models import Customer
 
+logger = logging.getLogger("autumn_django.tasks")
+
 #: Requests at once in one ``sync_users`` chunk task.
 CHUNK_CONCURRENCY = 4
+
+#: A row with work left and untouched this long has lost its task: a worker
+#: was killed while running it, and django-tasks-db (like most backends)
+#: does not run such a task again. Far longer than one sync takes.
+STALE_AFTER = timedelta(minutes=5)
+#: How often one worker process looks for such rows (after a task of its own).
+SWEEP_EVERY = 60.0
+#: The most rows one look re-enqueues; the next look takes the rest.
+SWEEP_LIMIT = 100
+
+_last_sweep = 0.0
+_sweep_lock = threading.Lock()
 
 
 @task()
@@ -35,6 +53,7 @@ def sync_customer(customer_pk: int) -> dict[str, Any]:
     result = sync.sync(customer_pk)
     if result.retry_at is not None:
         schedule_retry(customer_pk, result.retry_at)
+    recover_stale()
     return result.as_dict()
 
 
@@ -81,3 +100,32 @@ def schedule_retry(customer_pk: int, when: datetime) -> bool:
         return False
     task_.using(run_after=when).enqueue(customer_pk)
     return True
+
+
+def recover_stale(*, force: bool = False) -> int:
+    """Enqueue again the rows whose task died (see :data:`STALE_AFTER`).
+
+    Every worker runs this after a sync task of its own, at most once a
+    :data:`SWEEP_EVERY` per process, so recovery needs no cron entry as
+    long as the site syncs anything at all; ``autumn_sync --retry`` from
+    cron covers a site that is otherwise idle. Returns how many it enqueued.
+    """
+    global _last_sweep
+    with _sweep_lock:
+        now = time.monotonic()
+        if not force and now - _last_sweep < SWEEP_EVERY:
+            return 0
+        _last_sweep = now
+    cutoff = timezone.now() - STALE_AFTER
+    pks = list(
+        Customer.objects.outbox()
+        .filter(updated__lt=cutoff)
+        .order_by("updated")
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    for pk in pks:
+        with sync.errors_logged("Could not enqueue the recovery of mirror row %s.", pk):
+            configured().enqueue(pk)
+    if pks:
+        logger.info("Re-enqueued %d Autumn sync(s) whose task was lost.", len(pks))
+    return len(pks)

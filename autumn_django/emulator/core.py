@@ -28,7 +28,7 @@ from typing import Any
 from .. import contract
 from . import access, routes
 from .access import IdempotencyKeys, Keys, RateLimiter
-from .faults import Faults
+from .faults import Faults, Hold
 from .store import Plan, Store, detached
 from .wire import PLAIN_TEXT_429, JSONDict, LoggedRequest, Refusal, Response, parse_body
 
@@ -134,6 +134,14 @@ class Emulator:
         request can overtake."""
         self._faults.delay_next(count, route, seconds=ms / 1000)
 
+    def hold_next(self, route: str | None = None, *, timeout: float = 30.0) -> Hold:
+        """Hold the next call to ``route`` (any when None) before Autumn sees
+        it, until the returned :class:`~.faults.Hold` is released (or
+        ``timeout`` seconds pass): ``hold.wait()`` blocks until the request
+        has arrived. Races between requests play out in the order a test
+        chooses, whatever the machine's speed."""
+        return self._faults.hold_next(route, timeout=timeout)
+
     def reset(self) -> None:
         """Forget customers, requests, counters, windows and scripted failures."""
         with self._lock:
@@ -229,6 +237,7 @@ class Emulator:
         held = self._faults.held(routes.route_name(path))
         if delay or held:
             time.sleep(delay / 2 + held)
+        self._faults.hold(routes.route_name(path))
         lower = {name.lower(): value for name, value in headers.items()}
         route = routes.resolve(path)
         env: str | None = None

@@ -39,6 +39,37 @@ class _ScriptedDelay(_Scripted):
     seconds: float
 
 
+class Hold:
+    """One request held before Autumn sees it, until the test releases it:
+    a request stuck on the network for exactly as long as a test needs, so
+    a race is played out in a fixed order rather than by timing."""
+
+    def __init__(self, route: str | None, timeout: float) -> None:
+        self.route = route
+        self.timeout = timeout
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+
+    def wait(self, timeout: float = 10.0) -> Hold:
+        """Block until the held request has arrived; raises if it does not."""
+        if not self.arrived.wait(timeout):
+            raise TimeoutError(f"no request to {self.route or 'any route'} arrived within {timeout} s")
+        return self
+
+    def release(self) -> None:
+        """Let the held request through to Autumn."""
+        self._released.set()
+
+    def _hold(self) -> None:
+        self.arrived.set()
+        self._released.wait(self.timeout)
+
+
+@dataclass
+class _ScriptedHold(_Scripted):
+    hold: Hold
+
+
 _S = TypeVar("_S", bound=_Scripted)
 
 
@@ -54,6 +85,7 @@ class Faults:
         self._random = random.Random(seed)
         self._failures: list[_ScriptedFailure] = []
         self._delays: list[_ScriptedDelay] = []
+        self._holds: list[_ScriptedHold] = []
 
     def fail_next(
         self,
@@ -77,11 +109,21 @@ class Faults:
         with self._lock:
             self._delays.append(_ScriptedDelay(route, count, seconds))
 
+    def hold_next(self, route: str | None, *, timeout: float) -> Hold:
+        _check_route(route)
+        hold = Hold(route, timeout)
+        with self._lock:
+            self._holds.append(_ScriptedHold(route, 1, hold))
+        return hold
+
     def clear(self) -> None:
-        """Forget what is scripted."""
+        """Forget what is scripted, letting any held request go."""
         with self._lock:
             self._failures.clear()
             self._delays.clear()
+            for scripted in self._holds:
+                scripted.hold.release()
+            self._holds.clear()
 
     def latency(self, latency_ms: float, jitter_ms: float) -> float:
         """Seconds this request spends on the wire (both ways together)."""
@@ -96,6 +138,13 @@ class Faults:
         with self._lock:
             delay = _take(self._delays, route)
         return float(delay.seconds) if delay is not None else 0.0
+
+    def hold(self, route: str) -> None:
+        """Hold this request if a test asked to (:meth:`hold_next`)."""
+        with self._lock:
+            scripted = _take(self._holds, route)
+        if scripted is not None:
+            scripted.hold._hold()
 
     def injected_failure(
         self, route: str, fail_rate: float, fail_status: int | Iterable[int]
