@@ -9,7 +9,8 @@ class AutumnConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers
-        from .checks import check_settings
+        from .checks import check_deploy, check_settings
 
         checks.register(check_settings, "autumn")
+        checks.register(check_deploy, "autumn", deploy=True)
         receivers.connect()

@@ -7,13 +7,18 @@ which ``override_settings`` and pytest-django's ``settings`` send). A user's
 save therefore reads settings without validating them again or importing
 the mapping functions again. :func:`problems` lists every mistake (the
 system checks report them at ``manage.py check``); :func:`load` raises the
-first one as :class:`AutumnImproperlyConfigured`. No message ever contains
-the secret key itself.
+first one as :class:`AutumnImproperlyConfigured`. :func:`problems` never
+raises, whatever ``settings.AUTUMN`` holds, and no message ever contains
+the secret key (nor any part of it) or the credentials in a ``BASE_URL``.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import math
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -132,40 +137,80 @@ def raw() -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def merged() -> dict[str, Any]:
+    """:data:`DEFAULTS` with ``settings.AUTUMN`` on top, each value made plain:
+    a subclass of ``str``, ``int`` or ``float`` (at the top or one level into
+    a list, tuple or dict) becomes the plain type, so no overridden method of
+    the site's object runs after validation. May raise on a hostile
+    ``settings.AUTUMN``; :func:`problems` reports that instead."""
+    values = {**DEFAULTS, **raw()}
+    for name in DEFAULTS:
+        try:
+            values[name] = _plain(values[name])
+        except Exception:  # left as it is: its check reports it
+            pass
+    return values
+
+
 def problems() -> list[Problem]:
-    """Every mistake in ``settings.AUTUMN``, for the system checks."""
+    """Every mistake in ``settings.AUTUMN``, for the system checks. Never
+    raises, whatever the setting holds, and never shows the secret key."""
     value = getattr(django_settings, "AUTUMN", None)
     if value is not None and not isinstance(value, dict):
         return [
             Problem(
                 "*",
-                f"settings.AUTUMN must be a dict, not {type(value).__name__}.",
+                f"settings.AUTUMN must be a dict, not {_type_name(value)}.",
                 'Write AUTUMN = {"SECRET_KEY": ...} in your settings.',
             )
         ]
+    try:
+        values = merged()
+    except Exception as exc:
+        return [
+            Problem(
+                "*",
+                f"settings.AUTUMN could not be read: it raised {_type_name(exc)}.",
+                'Write a plain dict with string keys: AUTUMN = {"SECRET_KEY": ...}.',
+            )
+        ]
     found: list[Problem] = []
-    values = {**DEFAULTS, **raw()}
-    for check in (_check_secret_key, _check_base_url, _check_api_version):
-        problem = check(values)
-        if problem:
-            found.append(problem)
-    found.extend(_check_timeout(values["TIMEOUT"]))
-    found.extend(_check_timeout(values["ADMIN_TIMEOUT"], "ADMIN_TIMEOUT"))
-    found.extend(_check_engine(values))
-    retries = values["MAX_RETRIES"]
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        found.append(Problem("MAX_RETRIES", "must be a whole number of 0 or more.", "For example 3."))
-    return found
+    for name, check in _CHECKS:
+        try:
+            found.extend(check(values[name], name))
+        except Exception as exc:  # a value whose own methods raise
+            found.append(
+                Problem(
+                    name,
+                    f"could not be checked: its value ({_type_name(values[name])}) raised {_type_name(exc)}.",
+                    "Give a plain value of the type the settings reference documents.",
+                )
+            )
+    key = values.get("SECRET_KEY")
+    return [
+        Problem(problem.setting, _redact(problem.message, key), _redact(problem.hint, key))
+        for problem in found
+    ]
 
 
 def unknown_keys() -> list[tuple[str, str | None]]:
-    """Keys of ``settings.AUTUMN`` that autumn-django does not read, with a
-    close known name where one exists (a typo is the usual cause)."""
-    result = []
-    for key in raw():
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, n=1)
-            result.append((key, close[0] if close else None))
+    """Keys of ``settings.AUTUMN`` that autumn-django does not read, as the
+    name to show (``AUTUMN["MAX_RETRY"]``), with a close known name where
+    one exists (a typo is the usual cause). Never raises."""
+    result: list[tuple[str, str | None]] = []
+    try:
+        keys = list(raw())
+    except Exception:
+        return result  # problems() reports it
+    for key in keys:
+        if type(key) is str:
+            if key in DEFAULTS:
+                continue
+            close = difflib.get_close_matches(key, DEFAULTS, n=1) if len(key) < 100 else []
+            shown = redact(key if len(key) <= _SHOW_LIMIT else key[:_SHOW_LIMIT] + "...")
+            result.append((f'AUTUMN["{shown}"]', close[0] if close else None))
+        else:
+            result.append((f"AUTUMN[{show(key)}]", None))
     return result
 
 
@@ -203,7 +248,7 @@ def _build() -> AutumnSettings:
     if found:
         first = found[0]
         raise AutumnImproperlyConfigured(f"{first.name} {first.message} {first.hint}".strip())
-    values = {**DEFAULTS, **raw()}
+    values = merged()
     limits = values["RATE_LIMITS"]
     return AutumnSettings(
         secret_key=values["SECRET_KEY"],
@@ -253,134 +298,354 @@ def normalize_timeout(value: float | tuple[float, float] | list[float]) -> Timeo
     return (float(connect), float(read))
 
 
+# --- Validation -------------------------------------------------------------------
+#
+# Every check takes the value and the key's name and returns the problems
+# found; problems() runs each under a guard, so a value whose own methods
+# raise is reported, not raised. Messages show values through show() (short,
+# never raising, secret keys masked) and URLs through redact_url.
+
+#: The longest timeout and retry delay accepted, in seconds: far above any
+#: sensible value, far below where the sockets' and datetimes' arithmetic
+#: overflows.
+MAX_TIMEOUT = 24 * 3600.0
+MAX_RETRY_DELAY = 30 * 24 * 3600.0
+
+_SHOW_LIMIT = 80
+_KEY_LIKE_RE = re.compile(r"am_sk_(?:test|live)_[A-Za-z0-9]*")
+_WHITESPACE_HINT = (
+    "Remove the whitespace around it; a secret file read with read_text() ends with a "
+    "newline: use .strip(), e.g. Path(...).read_text().strip()."
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a secret key masked."""
+    return _KEY_LIKE_RE.sub("am_sk_***", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its ``user:password@`` shown as ``***@``. Works on any
+    string, parseable or not, and masks generously: everything between
+    ``//`` (or the start) and the last ``@``."""
+    at = url.rfind("@")
+    if at == -1:
+        return url
+    slashes = url.find("//")
+    start = slashes + 2 if 0 <= slashes < at else 0
+    return url[:start] + "***" + url[at:]
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` (a URL's hostname) is this machine: ``localhost``,
+    127.0.0.0/8 or ``::1``."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact(text: str, secret_key: object) -> str:
+    text = redact(text)
+    if isinstance(secret_key, str) and len(secret_key.strip()) >= 8:
+        text = text.replace(secret_key.strip(), "***")
+    return text
+
+
+def _type_name(value: object) -> str:
+    try:
+        return str(type(value).__name__)
+    except Exception:
+        return "object"
+
+
+def show(value: object) -> str:
+    """A short repr for a message; never raises (a hostile ``__repr__``, an
+    int too long to print, a list nested too deep) and masks secret keys."""
+    try:
+        if isinstance(value, str):  # cut first: a megabyte string stays cheap
+            value = str.__str__(value)[: 2 * _SHOW_LIMIT]
+        text = redact(repr(value))
+    except Exception:
+        return f"<{_type_name(value)} that cannot be shown>"
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
+
+
+def _has_unsafe_characters(text: str) -> bool:
+    """Whitespace or a control (or other invisible) character anywhere."""
+    return any(char.isspace() or unicodedata.category(char).startswith("C") for char in text)
+
+
+def _plain_scalar(value: Any) -> Any:
+    if isinstance(value, bool) or type(value) in (str, int, float):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in (list, tuple):
+        return type(value)(_plain_scalar(item) for item in value)
+    if type(value) is dict:
+        return {_plain_scalar(key): _plain_scalar(item) for key, item in value.items()}
+    return _plain_scalar(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, inf, nan, or an
+    int too large for a float)."""
+    if not _is_number(value):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (OverflowError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _positive(value: object, most: float = math.inf) -> bool:
+    """A finite number more than 0 and at most ``most``."""
+    number = _finite(value)
+    return number is not None and 0 < number <= most
+
+
 def secret_key_problem(key: object) -> str | None:
-    """What is wrong with a secret key, worded without showing the key."""
-    if not isinstance(key, str) or not key:
+    """What is wrong with a secret key, worded without showing the key or
+    any part of it; None when it is well formed."""
+    try:
+        return _secret_key_problem(key)
+    except Exception:  # a str subclass whose methods raise
+        return "could not be read as a string."
+
+
+def _secret_key_problem(key: object) -> str | None:
+    if key is None:
         return "is missing."
+    if not isinstance(key, str):
+        return f"must be a string, not {_type_name(key)}."
+    key = str.__str__(key)
+    if not key:
+        return "is missing."
+    if not key.strip():
+        return "is blank: only whitespace."
+    if key != key.strip():
+        return "has whitespace around it (a newline at the end, say): strip it."
     if key.startswith(contract.PUBLISHABLE_KEY_PREFIX):
         return "is a publishable key (am_pk_...); the server API needs the secret key (am_sk_...)."
     if contract.key_env(key) is None:
         return "does not start with am_sk_test_ or am_sk_live_."
-    if not contract.SECRET_KEY_RE.match(key):
+    if not contract.SECRET_KEY_RE.fullmatch(key):
+        length = len(key) - len("am_sk_test_")
+        there = f"this one has {length} characters there"
+        if length == 42:
+            there += ", not all of them letters or digits"
         return (
-            "is not a well-formed Autumn secret key: after the prefix come 42 letters "
-            f"and digits, this one has {len(key) - len('am_sk_test_')} characters there."
+            f"is not a well-formed Autumn secret key: after the prefix come 42 letters and digits, {there}."
         )
     return None
 
 
-def _check_secret_key(values: dict[str, Any]) -> Problem | None:
-    message = secret_key_problem(values["SECRET_KEY"])
+def _check_secret_key(value: Any, name: str) -> list[Problem]:
+    message = secret_key_problem(value)
     if message is None:
-        return None
-    return Problem(
-        "SECRET_KEY",
-        message,
-        "Copy the secret key from Autumn's dashboard (Developer > API keys) and read it "
-        'from the environment, e.g. AUTUMN = {"SECRET_KEY": os.environ["AUTUMN_SECRET_KEY"]}.',
-    )
-
-
-def _check_base_url(values: dict[str, Any]) -> Problem | None:
-    url = values["BASE_URL"]
-    if isinstance(url, str):
-        parts = urlsplit(url)
-        if parts.scheme in ("http", "https") and parts.netloc and not parts.query:
-            return None
-    return Problem(
-        "BASE_URL",
-        f"must be an http(s) URL such as {contract.BASE_URL!r}, not {url!r}.",
-        "Leave it out to use Autumn's production API.",
-    )
-
-
-def _check_api_version(values: dict[str, Any]) -> Problem | None:
-    value = values["API_VERSION"]
-    version = contract.parse_api_version(value) if isinstance(value, str) else None
-    if version is not None and version >= contract.MIN_SUPPORTED_VERSION:
-        return None
-    what = "is not an Autumn API version" if version is None else "is older than 2.1"
-    return Problem(
-        "API_VERSION",
-        f"{what}: {value!r}.",
-        f'autumn-django speaks the 2.x customers API; use "{contract.DEFAULT_API_VERSION}" '
-        '(the default) or a later one such as "2.3".',
-    )
-
-
-def _check_engine(values: dict[str, Any]) -> list[Problem]:
-    found = []
-    for name in CALLABLE_SETTINGS:
-        value = values[name]
-        if value is None or callable(value):
-            continue
-        if not isinstance(value, str):
-            found.append(Problem(name, f"must be a function or its dotted path, not {value!r}."))
-            continue
-        try:
-            function = import_string(value)
-        except ImportError as exc:
-            found.append(
-                Problem(
-                    name,
-                    f"is {value!r}, which cannot be imported ({exc}).",
-                    "Give the full path, e.g. 'myproject.billing.customer_id'.",
-                )
-            )
-            continue
-        if not callable(function):
-            found.append(Problem(name, f"is {value!r}, which is not callable."))
-    if values["DELETE_POLICY"] not in ("delete", "keep"):
-        found.append(
-            Problem("DELETE_POLICY", f'must be "delete" or "keep", not {values["DELETE_POLICY"]!r}.')
-        )
-    for name in ("DELETE_IN_STRIPE", "RAISE_ERRORS"):
-        if not isinstance(values[name], bool):
-            found.append(Problem(name, f"must be True or False, not {values[name]!r}."))
-    for name in ("CREATE_IN_STRIPE", "SEND_EMAIL_RECEIPTS"):
-        if values[name] is not None and not isinstance(values[name], bool):
-            found.append(Problem(name, f"must be True, False or None (not sent), not {values[name]!r}."))
-    plan = values["AUTO_ENABLE_PLAN_ID"]
-    if plan is not None and (not isinstance(plan, str) or not plan):
-        found.append(Problem("AUTO_ENABLE_PLAN_ID", f"must be a plan id or None, not {plan!r}."))
-    for name in ("TASK_BACKEND", "TASK_QUEUE"):
-        if not isinstance(values[name], str) or not values[name]:
-            found.append(Problem(name, f"must be a non-empty string, not {values[name]!r}."))
-    limits = values["RATE_LIMITS"]
-    if limits not in (None, False):
-        if not isinstance(limits, dict):
-            found.append(Problem("RATE_LIMITS", f"must be None, False or a dict, not {limits!r}."))
-        else:
-            for route, rate in limits.items():
-                if route not in contract.ROUTES:
-                    found.append(
-                        Problem("RATE_LIMITS", f"names {route!r}, not one of {', '.join(contract.ROUTES)}.")
-                    )
-                elif rate is not None and (
-                    isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0
-                ):
-                    found.append(
-                        Problem("RATE_LIMITS", f"gives {route!r} {rate!r}; use calls a second, or None.")
-                    )
-    for name in ("RETRY_DELAY", "RETRY_MAX_DELAY"):
-        number = values[name]
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-            found.append(Problem(name, f"must be a positive number of seconds, not {number!r}."))
-    return found
-
-
-def _check_timeout(value: Any, name: str = "TIMEOUT") -> list[Problem]:
-    def positive(number: Any) -> bool:
-        return isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
-
-    if positive(value):
         return []
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(positive, value)):
+    padded = isinstance(value, str) and value.strip() and value != value.strip()
+    return [
+        Problem(
+            name,
+            message,
+            _WHITESPACE_HINT
+            if padded
+            else "Copy the secret key from Autumn's dashboard (Developer > API keys) and read it from "
+            'the environment, e.g. AUTUMN = {"SECRET_KEY": os.environ["AUTUMN_SECRET_KEY"]}.',
+        )
+    ]
+
+
+def base_url_problem(url: object) -> str | None:
+    """What is wrong with a ``BASE_URL``, worded with its credentials
+    masked; None when it is an http(s) URL a request can go to."""
+    example = f"an http(s) URL such as {contract.BASE_URL!r}"
+    if not isinstance(url, str):
+        return f"must be {example}, not {_type_name(url)}."
+    shown = show(redact_url(url))
+    if _has_unsafe_characters(url):
+        return f"contains whitespace or a control character: {shown}."
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError:
+        return f"is not a valid URL: {shown}."
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return f"must be {example}, with no query or fragment, not {shown}."
+    return None
+
+
+def _check_base_url(value: Any, name: str) -> list[Problem]:
+    message = base_url_problem(value)
+    if message is None:
+        return []
+    hint = "Leave it out to use Autumn's production API."
+    if isinstance(value, str) and _has_unsafe_characters(value):
+        hint = (
+            "Remove it; a value read from a file or an environment variable may end with a "
+            "newline: use .strip()."
+        )
+    return [Problem(name, message, hint)]
+
+
+def _check_api_version(value: Any, name: str) -> list[Problem]:
+    hint = (
+        f'autumn-django speaks the 2.x customers API; use "{contract.DEFAULT_API_VERSION}" '
+        '(the default) or a later one such as "2.3".'
+    )
+    if not isinstance(value, str):
+        return [Problem(name, f'must be a string such as "2.1", not {_type_name(value)}.', hint)]
+    if value.strip() and value != value.strip():
+        return [Problem(name, f"has whitespace around it: {show(value)}.", "Remove it: .strip() the value.")]
+    version = contract.parse_api_version(value)
+    if version is not None and version >= contract.MIN_SUPPORTED_VERSION:
+        return []
+    what = "is not an Autumn API version" if version is None else "is older than 2.1"
+    return [Problem(name, f"{what}: {show(value)}.", hint)]
+
+
+def _check_timeout(value: Any, name: str) -> list[Problem]:
+    if _positive(value, MAX_TIMEOUT):
+        return []
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        if all(_positive(number, MAX_TIMEOUT) for number in value):
+            return []
+    return [
+        Problem(
+            name,
+            f"must be a number of seconds more than 0 and at most {MAX_TIMEOUT:.0f}, or a (connect, read) "
+            f"pair of them, not {show(value)}.",
+            "For example 10 or (3.05, 15).",
+        )
+    ]
+
+
+def _check_max_retries(value: Any, name: str) -> list[Problem]:
+    if type(value) is int and value >= 0:
+        return []
+    return [Problem(name, f"must be a whole number of 0 or more, not {show(value)}.", "For example 3.")]
+
+
+def _check_function(value: Any, name: str) -> list[Problem]:
+    if value is None or callable(value):
+        return []
+    if not isinstance(value, str):
+        return [Problem(name, f"must be a function or its dotted path, not {show(value)}.")]
+    hint = "Give the full path, e.g. 'myproject.billing.customer_id'."
+    try:
+        function = import_string(value)
+    except ImportError as exc:
+        return [Problem(name, f"is {show(value)}, which cannot be imported ({_text(exc)}).", hint)]
+    except Exception as exc:  # the module raised as it was imported
+        return [Problem(name, f"is {show(value)}, whose import raised {_type_name(exc)}: {_text(exc)}.")]
+    if not callable(function):
+        return [Problem(name, f"is {show(value)}, which is not callable.")]
+    return []
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        text = redact(str(exc))
+    except Exception:
+        return _type_name(exc)
+    return text if len(text) <= 2 * _SHOW_LIMIT else text[: 2 * _SHOW_LIMIT - 3] + "..."
+
+
+def _check_delete_policy(value: Any, name: str) -> list[Problem]:
+    if isinstance(value, str) and value in ("delete", "keep"):
+        return []
+    return [Problem(name, f'must be "delete" or "keep", not {show(value)}.')]
+
+
+def _check_bool(value: Any, name: str) -> list[Problem]:
+    if isinstance(value, bool):
+        return []
+    return [Problem(name, f"must be True or False, not {show(value)}.")]
+
+
+def _check_optional_bool(value: Any, name: str) -> list[Problem]:
+    if value is None or isinstance(value, bool):
+        return []
+    return [Problem(name, f"must be True, False or None (not sent), not {show(value)}.")]
+
+
+def _check_plan_id(value: Any, name: str) -> list[Problem]:
+    if value is None or (isinstance(value, str) and value):
+        return []
+    return [Problem(name, f"must be a plan id or None, not {show(value)}.")]
+
+
+def _check_name(value: Any, name: str) -> list[Problem]:
+    if isinstance(value, str) and value:
+        return []
+    return [Problem(name, f"must be a non-empty string, not {show(value)}.")]
+
+
+def _check_retry_delay(value: Any, name: str) -> list[Problem]:
+    if _positive(value, MAX_RETRY_DELAY):
         return []
     return [
         Problem(
             name,
-            f"must be a number of seconds or a (connect, read) pair, not {value!r}.",
-            "For example 10 or (3.05, 15).",
+            f"must be a number of seconds more than 0 and at most {MAX_RETRY_DELAY:.0f} (30 days), "
+            f"not {show(value)}.",
         )
     ]
+
+
+def _check_rate_limits(value: Any, name: str) -> list[Problem]:
+    if value is None or value is False:
+        return []
+    if not isinstance(value, dict):
+        return [Problem(name, f"must be None, False or a dict, not {show(value)}.")]
+    found = []
+    for route, rate in value.items():
+        if not (isinstance(route, str) and route in contract.ROUTES):
+            found.append(Problem(name, f"names {show(route)}, not one of {', '.join(contract.ROUTES)}."))
+        elif rate is not None and not _positive(rate):
+            found.append(
+                Problem(
+                    name, f"gives {route!r} {show(rate)}; use a finite number of calls a second, or None."
+                )
+            )
+    return found
+
+
+_CHECKS: tuple[tuple[str, Callable[[Any, str], list[Problem]]], ...] = (
+    ("SECRET_KEY", _check_secret_key),
+    ("BASE_URL", _check_base_url),
+    ("API_VERSION", _check_api_version),
+    ("TIMEOUT", _check_timeout),
+    ("ADMIN_TIMEOUT", _check_timeout),
+    ("MAX_RETRIES", _check_max_retries),
+    *((name, _check_function) for name in CALLABLE_SETTINGS),
+    ("DELETE_POLICY", _check_delete_policy),
+    ("DELETE_IN_STRIPE", _check_bool),
+    ("RAISE_ERRORS", _check_bool),
+    ("CREATE_IN_STRIPE", _check_optional_bool),
+    ("SEND_EMAIL_RECEIPTS", _check_optional_bool),
+    ("AUTO_ENABLE_PLAN_ID", _check_plan_id),
+    ("TASK_BACKEND", _check_name),
+    ("TASK_QUEUE", _check_name),
+    ("RATE_LIMITS", _check_rate_limits),
+    ("RETRY_DELAY", _check_retry_delay),
+    ("RETRY_MAX_DELAY", _check_retry_delay),
+)

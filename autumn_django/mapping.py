@@ -128,6 +128,8 @@ def payload_for(user: Any) -> Payload:
         )
     # Blank strings are stored by Autumn as null: compare them as null too.
     fields = {name: (value if value != "" else None) for name, value in data.items()}
+    if fields.get("metadata", {}) is None:  # Autumn refuses a null metadata: none is none to set
+        del fields["metadata"]
     try:
         return Payload.build(customer_id, fields)
     except (TypeError, ValueError, RecursionError) as error:  # not JSON, NaN, a cycle

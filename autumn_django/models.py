@@ -43,14 +43,14 @@ class CustomerQuerySet(models.QuerySet["Customer"]):
 
 
 class Customer(models.Model):
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SYNCED = "synced", "Synced"
-        FAILED = "failed", "Failed"
-        DELETING = "deleting", "Deleting"
+    class State(models.TextChoices):  # labels are the names, capitalised
+        PENDING = "pending"
+        SYNCED = "synced"
+        FAILED = "failed"
+        DELETING = "deleting"
         # Deleted at Autumn while a push may still be on its way there: kept
         # as a tombstone until next_attempt_at, then deleted once more.
-        GONE = "gone", "Gone (confirming)"
+        GONE = "gone"
 
     class Env(models.TextChoices):
         SANDBOX = "sandbox"

@@ -33,6 +33,7 @@ STATE_COLOURS = {
     Customer.State.PENDING: "#8d6e00",
     Customer.State.FAILED: "#c62828",
     Customer.State.DELETING: "#6a1b9a",
+    Customer.State.GONE: "#555",
 }
 
 

@@ -18,6 +18,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='customer',
             name='state',
-            field=models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Failed'), ('deleting', 'Deleting'), ('gone', 'Gone (confirming)')], default='pending', max_length=8),
+            field=models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Failed'), ('deleting', 'Deleting'), ('gone', 'Gone')], default='pending', max_length=8),
         ),
     ]
