@@ -6,7 +6,10 @@ serves (``/v1/customers.get_or_create``; see :mod:`autumn_django.contract`).
 Keyword arguments follow the API's fields. A keyword left out is not sent; a
 keyword given as ``None`` is sent as JSON ``null`` (which clears the field in
 ``update_customer``). Responses are returned as decoded JSON, unchanged, so a
-field Autumn adds tomorrow is there without a release of ours.
+field Autumn adds tomorrow is there without a release of ours; but only once
+they are checked against the contract (:func:`contract.answer_problem`): an
+answer that breaks it raises :class:`InvalidResponse` and nothing of it is
+returned.
 
 Retries (429, 500, 502, 503, 504 and connection failures, with exponential
 backoff and jitter, honouring ``Retry-After``) are urllib3's ``Retry`` mounted
@@ -16,17 +19,39 @@ reused key with 409 rather than replaying the first answer, so a retried
 request carrying one would fail. Two results of that to know: a ``delete``
 retried after its first attempt succeeded unseen answers 404, and so does a
 rename (``new_customer_id``) retried the same way; the sync engine reads both.
+
+Each operation has a total deadline (``deadline`` seconds, retries and their
+waits included; by default every attempt's connect and read timeouts once).
+The per-read timeouts alone let a server that drips a byte at a time hold a
+thread for ever. A ContextVar carries the operation's deadline down the
+stack: the connections shrink their connect timeout, and the timeout of every
+read of the status line, headers and body, to what is left of it, and
+``_Retry`` starts no backoff or ``Retry-After`` wait that would end past it.
+Bodies are read in pieces and only so far: a 200 up to ``max_answer_bytes``,
+an error for its first ``max_error_bytes``.
+
+Every failure is an :class:`~autumn_django.exceptions.AutumnError` whose text
+comes from the exception's type and the answer, never from an exception's
+message (which may hold the secret key), and which is raised without a
+``__context__``. A 404 is :class:`NotFound` only with Autumn's own
+``*_not_found`` code.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import logging
+import math
 import re
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from html import unescape
 from typing import Any, Literal
 
@@ -35,6 +60,9 @@ import requests
 import urllib3
 from django.core.serializers.json import DjangoJSONEncoder
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
 from . import __version__, conf, contract
@@ -42,8 +70,11 @@ from .contract import UNSET
 from .exceptions import (
     AutumnAPIError,
     AutumnConnectionError,
+    AutumnError,
     AutumnImproperlyConfigured,
+    AutumnRequestError,
     InvalidRequest,
+    InvalidResponse,
     RateLimited,
     ServiceUnavailable,
     error_class_for_status,
@@ -62,17 +93,174 @@ __all__ = [
 
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest ``Retry-After`` a RateLimited or ServiceUnavailable reports.
+MAX_REPORTED_RETRY_AFTER = 24 * 3600.0
+
+
+# --- the deadline of one operation ----------------------------------------------
+
+
+class _Operation:
+    """One call's deadline on the ``time.monotonic()`` clock, and whether it
+    cut the call short."""
+
+    __slots__ = ("deadline", "seconds", "expired")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.expired = False
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+#: The operation under way in this thread (or task): set by AutumnClient._call
+#: around the request, read by _Retry, the connections and the body reader.
+_operation: ContextVar[_Operation | None] = ContextVar("autumn_django_operation", default=None)
 
 
 class _Retry(Retry):
     """urllib3's Retry, with a ceiling on how long ``Retry-After`` may make us
-    sleep: a thread serving a page must not wait minutes on a rate limit."""
+    sleep (a thread serving a page must not wait minutes on a rate limit), and
+    no wait that would end past the operation's deadline: then the retries
+    stop and the last answer (or error) is the operation's."""
 
     max_retry_after = 30.0
+    _wait: float | None = None  # decided by increment(), slept by sleep()
 
     def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.max_retry_after)
+        try:
+            value = super().get_retry_after(response)
+        except Exception:  # an unreadable Retry-After: back off as without one
+            return None
+        if value is None or not math.isfinite(value):
+            return None
+        return min(max(value, 0.0), self.max_retry_after)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> _Retry:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        wait = new._next_wait(response)
+        operation = _operation.get()
+        if operation is not None and wait >= operation.left():
+            operation.expired = True
+            reason = error or urllib3.exceptions.ResponseError("the deadline leaves no time to retry")
+            raise MaxRetryError(_pool, url, reason)
+        new._wait = wait
+        if response is not None:
+            # Thrown away rather than drained: an error body may drip for ever.
+            response.close()
+        return new
+
+    def _next_wait(self, response: Any) -> float:
+        if self.respect_retry_after_header and response is not None:
+            retry_after = self.get_retry_after(response)
+            if retry_after:
+                return retry_after
+        return self.get_backoff_time()
+
+    def sleep(self, response: Any = None) -> None:
+        wait = self._wait if self._wait is not None else self._next_wait(response)
+        if wait > 0:
+            time.sleep(wait)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket reader under an HTTP response (status line, headers and
+    body): each read waits at most what is left of the operation's deadline,
+    so a server that drips a byte at a time cannot outlast it."""
+
+    def __init__(self, raw: Any, sock: socket.socket) -> None:
+        self._raw, self._sock = raw, sock
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def readinto(self, buffer: Any) -> int | None:
+        operation = _operation.get()
+        if operation is not None:
+            left = operation.left()
+            if left <= 0:
+                operation.expired = True
+                raise TimeoutError("the operation's deadline passed")
+            current = self._sock.gettimeout()
+            if current is None or current > left:
+                self._sock.settimeout(left)
+        try:
+            return int(self._raw.readinto(buffer))
+        except TimeoutError:
+            if operation is not None and operation.left() <= 0:
+                operation.expired = True
+            raise
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock))
+
+
+def _shrink_connect_timeout(connection: HTTPConnection) -> None:
+    operation = _operation.get()
+    if operation is None:
+        return
+    left = operation.left()
+    if left <= 0:
+        operation.expired = True
+        raise ConnectTimeoutError(connection, "The operation's deadline passed before connecting.")
+    timeout = connection.timeout
+    if not isinstance(timeout, (int, float)) or timeout > left:
+        connection.timeout = left
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        _shrink_connect_timeout(self)
+        return super()._new_conn()
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+    def _new_conn(self) -> socket.socket:
+        _shrink_connect_timeout(self)
+        return super()._new_conn()
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter over connections that keep the operation's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+# --- pacing and auth -------------------------------------------------------------
 
 
 class RateLimiter:
@@ -128,9 +316,21 @@ class AutumnClient:
     """A connection-pooled, retrying client for one secret key.
 
     Safe to share between threads: a ``requests.Session`` with a pooled
-    adapter holds no per-request state. Use :func:`get_client` for the one
-    configured from ``settings.AUTUMN``.
+    adapter holds no per-request state (the deadline of the operation under
+    way is a ContextVar). Use :func:`get_client` for the one configured from
+    ``settings.AUTUMN``.
+
+    ``deadline`` is how many seconds one operation may take in all: connecting,
+    every retry and its wait, and reading the whole answer. By default each
+    attempt may use its timeouts once: ``(connect + read) * (max_retries + 1)``,
+    72 s for the default ``TIMEOUT`` and ``MAX_RETRIES``. Pacing by
+    ``rate_limits`` happens before it starts. DNS lookups are not bounded by it.
     """
+
+    #: The most bytes read of a 200's body; a longer one is an InvalidResponse.
+    max_answer_bytes = 10 * 1024 * 1024
+    #: The most bytes read of an error's body, for its code and message.
+    max_error_bytes = 16 * 1024
 
     def __init__(
         self,
@@ -140,6 +340,7 @@ class AutumnClient:
         api_version: str = contract.DEFAULT_API_VERSION,
         timeout: float | tuple[float, float] = conf.DEFAULTS["TIMEOUT"],
         max_retries: int = conf.DEFAULTS["MAX_RETRIES"],
+        deadline: float | None = None,
         pool_size: int = 10,
         backoff_factor: float = 0.5,
         rate_limits: Mapping[str, float] | None = None,
@@ -157,6 +358,11 @@ class AutumnClient:
         self.env = contract.key_env(secret_key)
         self.timeout = conf.normalize_timeout(timeout)
         self.max_retries = max_retries
+        if deadline is None:
+            deadline = sum(self.timeout) * (max_retries + 1)
+        elif isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
+            raise ValueError(f"deadline must be a positive number of seconds, not {deadline!r}.")
+        self.deadline = float(deadline)
         self.session = self._create_session(pool_size, backoff_factor)
         self.rate_limiter = RateLimiter(rate_limits) if rate_limits else None
         self.calls: Counter[str] = Counter()  # per route, for summaries
@@ -179,7 +385,7 @@ class AutumnClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+        adapter = _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
         session = requests.Session()
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -366,70 +572,148 @@ class AutumnClient:
             self.rate_limiter.wait(route)
         with self._calls_lock:
             self.calls[route] += 1
+        operation = _Operation(self.deadline)
+        token = _operation.set(operation)
+        try:
+            outcome = self._exchange(route, payload, operation)
+        finally:
+            _operation.reset(token)
+        if isinstance(outcome, AutumnError):
+            # Raised here, outside any except block, so that it carries no
+            # __context__: the exception it replaces may hold the key.
+            raise outcome
+        return outcome
+
+    def _exchange(
+        self, route: str, payload: dict[str, Any], operation: _Operation
+    ) -> dict[str, Any] | AutumnError:
+        """One operation: its answer, or the error to raise (returned, not raised)."""
         path = contract.path(route)
-        body = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         started = time.monotonic()
         try:
+            body = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
             response = self.session.post(
-                self.base_url + path, data=body.encode(), timeout=self.timeout, allow_redirects=False
+                self.base_url + path, data=body, timeout=self.timeout, allow_redirects=False, stream=True
             )
-        except requests.RequestException as exc:
-            elapsed = (time.monotonic() - started) * 1000
-            logger.debug("POST %s failed after %.1f ms: %s", path, elapsed, type(exc).__name__)
-            raise AutumnConnectionError(
-                f"{route}: no answer from {self.base_url} ({_describe_transport_error(exc)})"
-            ) from None
-        elapsed = (time.monotonic() - started) * 1000
-        logger.debug("POST %s -> %s in %.1f ms", path, response.status_code, elapsed)
-        if response.status_code == 200:
-            try:
-                data = response.json()
-            except ValueError:
-                raise AutumnAPIError(
-                    200,
-                    "invalid_response",
-                    "Autumn answered 200 with a body that is not JSON.",
-                    body=_summarize(response),
-                    operation=route,
-                ) from None
-            if isinstance(data, dict):
-                return data
-            raise AutumnAPIError(
-                200,
+        except Exception as exc:
+            logger.debug("POST %s failed after %.1f ms: %s", path, _ms_since(started), type(exc).__name__)
+            if _is_transport_error(exc):
+                cause = self._cause(exc, operation)
+                return AutumnConnectionError(f"{route}: no answer from {self.base_url} ({cause})")
+            hint = ""
+            if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+                hint = '; check AUTUMN["BASE_URL"]'
+            return AutumnRequestError(f"{route}: the request could not be made ({type(exc).__name__}){hint}")
+        logger.debug("POST %s -> %s in %.1f ms", path, response.status_code, _ms_since(started))
+        try:
+            return self._answer(route, payload, response)
+        except Exception as exc:
+            logger.debug("POST %s: reading the answer failed: %s", path, type(exc).__name__)
+            if _is_transport_error(exc):
+                cause = self._cause(exc, operation)
+                return AutumnConnectionError(
+                    f"{route}: the answer from {self.base_url} did not arrive in full ({cause})"
+                )
+            return InvalidResponse(
+                response.status_code,
                 "invalid_response",
-                "Autumn answered 200 with JSON that is not an object.",
-                body=data,
+                f"Autumn's answer could not be read ({type(exc).__name__}).",
                 operation=route,
             )
-        raise self._error(route, response)
+        finally:
+            response.close()
+
+    def _answer(
+        self, route: str, payload: dict[str, Any], response: requests.Response
+    ) -> dict[str, Any] | AutumnError:
+        status = response.status_code
+        if status != 200:
+            return self._error(route, response)
+        data, complete = _read(response, self.max_answer_bytes, refuse_declared=True)
+        if not complete:
+            return InvalidResponse(
+                200,
+                "invalid_response",
+                f"Autumn's answer is larger than {self.max_answer_bytes // (1024 * 1024)} MB; "
+                "it was not read.",
+                operation=route,
+            )
+        data = data.replace(self._auth.key.encode(), b"***")
+        try:
+            answer = json.loads(data, parse_constant=_refuse_constant)
+        except RecursionError:
+            return self._invalid(route, "a body that is not JSON (nested too deeply to decode)", data)
+        except Exception as exc:
+            return self._invalid(route, f"a body that is not JSON ({type(exc).__name__})", data)
+        problem = contract.answer_problem(route, answer, env=self.env, request=payload)
+        if problem:
+            return self._invalid(route, f"an answer that breaks its contract: {problem}", data)
+        return answer  # an object: answer_problem checked
+
+    def _invalid(self, route: str, what: str, data: bytes) -> InvalidResponse:
+        return InvalidResponse(
+            200,
+            "invalid_response",
+            self._redact(f"Autumn answered 200 with {what}."),
+            body=self._redact(_summarize(_decode(data[: self.max_error_bytes]))),
+            operation=route,
+        )
 
     def _error(self, route: str, response: requests.Response) -> AutumnAPIError:
         status = response.status_code
         try:
-            body: Any = response.json()
-        except ValueError:
+            prefix, _ = _read(response, self.max_error_bytes)
+        except Exception:  # dropped or past the deadline: the status still says enough
+            prefix = b""
+        text = _decode(prefix.replace(self._auth.key.encode(), b"***"), response.encoding)
+        try:
+            body: Any = json.loads(text, parse_constant=_refuse_constant)
+        except Exception:
             body = None
+        if contract.nesting_depth(body, 20) > 20:
+            body = None  # kept shallow: the error is pickled and logged
+        summary = self._redact(_summarize(text))
+        env = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
-            code = str(body.get("code") or contract.default_error_code(status))
+            code = body.get("code")
+            code = code[:100] if isinstance(code, str) and code else contract.default_error_code(status)
             message = body["message"]
-            env = body.get("env")
+            env = body.get("env") if body.get("env") in contract.ENVS else None
         else:
-            text = _summarize(response)
-            body = text if body is None else body
+            body = summary if body is None else body
             code = contract.default_error_code(status)
-            message = text or f"HTTP {status} {response.reason or ''}".strip()
-            env = None
-        message = message.replace(self._auth.key, "***")
-        cls = error_class_for_status(status)
+            message = summary or f"HTTP {status} {response.reason or ''}".strip()
+        message = _shorten(self._redact(message), 1000)
+        body = _redact_json(body, self._auth.key)
         kwargs: dict[str, Any] = {"env": env, "body": body, "operation": route}
+        if 300 <= status < 400:
+            location = _shorten(self._redact(str(response.headers.get("Location"))), 200)
+            message = f'Autumn answered with a redirect to {location!r}; check AUTUMN["BASE_URL"].'
+        if status == 404 and not (isinstance(body, dict) and contract.is_not_found_code(body.get("code"))):
+            return InvalidResponse(
+                404,
+                code,
+                f"{self.base_url} answered 404 without Autumn's error body ({_shorten(message, 200)}): "
+                'it is not Autumn\'s API, or not this route; check AUTUMN["BASE_URL"].',
+                **kwargs,
+            )
+        if 200 <= status < 300:
+            return InvalidResponse(
+                status, "invalid_response", f"Autumn answered {status}, not 200.", **kwargs
+            )
+        cls = error_class_for_status(status)
         if cls in (RateLimited, ServiceUnavailable):
             kwargs["retry_after"] = _retry_after(response)
-        if 300 <= status < 400:
-            message = (
-                f"Autumn answered with a redirect to {response.headers.get('Location')!r}; "
-                'check AUTUMN["BASE_URL"].'
-            )
         return cls(status, code, message, **kwargs)
+
+    def _cause(self, exc: BaseException, operation: _Operation) -> str:
+        cause = _describe_transport_error(exc)
+        if operation.expired or operation.left() <= 0:
+            return f"{cause}; gave up at the {operation.seconds:g} s deadline"
+        return cause
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._auth.key, "***")
 
 
 def _fields(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -443,44 +727,158 @@ def _check_customer_id(field: str, value: object, route: str) -> None:
         raise InvalidRequest(None, "invalid_inputs", f"{field}: {problem}", operation=route)
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _read(response: requests.Response, limit: int, *, refuse_declared: bool = False) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body, in small pieces (each read within
+    the deadline), and whether that was all of it. With ``refuse_declared`` a
+    body whose Content-Length is over the limit is not read at all."""
+    declared = response.headers.get("Content-Length", "")
+    if refuse_declared and declared.isdigit() and int(declared) > limit:
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(16 * 1024):
+        size += len(chunk)
+        if size > limit:
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
+def _decode(data: bytes, encoding: str | None = None) -> str:
     try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+        return data.decode(encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
 
 
-_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
-_TAG_RE = re.compile(r"<[^>]+>")
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
-def _summarize(response: requests.Response, limit: int = 200) -> str:
-    """A readable one-line account of a body that is not the JSON expected:
-    an HTML error page by its title, plain text as it is, cut to ``limit``."""
-    text = response.text or ""
-    if "<" in text and ">" in text:
-        title = _TITLE_RE.search(text)
-        text = title[1] if title else _TAG_RE.sub(" ", text)
-        text = unescape(text)
-    text = " ".join(text.split())
+def _is_transport_error(exc: BaseException) -> bool:
+    """A failure to get an answer across (as opposed to a request that could
+    not be made): the connection or the exchange on it failed."""
+    if isinstance(
+        exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    ):
+        return True
+    if isinstance(exc, (ValueError, requests.exceptions.ContentDecodingError)):
+        return False  # requests' InvalidURL, InvalidHeader...; a body that would not decompress
+    return isinstance(exc, (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError))
+
+
+def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _describe_transport_error(exc: requests.RequestException) -> str:
-    # Once retries run out requests reports a read timeout as a ConnectionError
-    # wrapping urllib3's MaxRetryError; the reason inside tells them apart.
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.Timeout) or isinstance(reason, urllib3.exceptions.TimeoutError):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection failed or was dropped"
-    return type(exc).__name__
+def _redact_json(value: Any, key: str) -> Any:
+    """``value`` (shallow decoded JSON) with the key replaced in every string."""
+    if isinstance(value, str):
+        return value.replace(key, "***")
+    if isinstance(value, list):
+        return [_redact_json(item, key) for item in value]
+    if isinstance(value, dict):
+        return {_redact_json(name, key): _redact_json(item, key) for name, item in value.items()}
+    return value
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date), within reason."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = Retry().parse_retry_after(value)
+        except Exception:
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_REPORTED_RETRY_AFTER)
+
+
+# Each pattern stops at the next "<", so a page of unclosed tags is read in
+# linear time (a lazy ".*?" up to "</title>" made it quadratic).
+_TITLE_OPEN_RE = re.compile(r"<title\b[^<>]*>", re.I)
+_TITLE_CLOSE_RE = re.compile(r"</title\s*>", re.I)
+_TAG_RE = re.compile(r"<[^<>]*>")
+
+
+def _summarize(text: str, limit: int = 200, *, read: int = 16 * 1024) -> str:
+    """A readable one-line account of a body that is not the JSON expected:
+    an HTML error page by its title, plain text as it is, cut to ``limit``.
+    Only the first ``read`` characters are looked at, in linear time."""
+    text = text[:read]
+    if "<" in text and ">" in text:
+        opening = _TITLE_OPEN_RE.search(text)
+        title = ""
+        if opening:
+            closing = _TITLE_CLOSE_RE.search(text, opening.end())
+            title = text[opening.end() : closing.start() if closing else opening.end() + limit]
+            title = " ".join(unescape(_TAG_RE.sub(" ", title)).split())
+        text = title or unescape(_TAG_RE.sub(" ", text))
+    text = " ".join(text.split())
+    return _shorten(text, limit)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it wraps (arguments, ``reason``, causes)."""
+    found: list[BaseException] = []
+    queue = [exc]
+    while queue and len(found) < 32:
+        item = queue.pop(0)
+        if any(item is seen for seen in found):
+            continue
+        found.append(item)
+        inner = [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        queue.extend(candidate for candidate in inner if isinstance(candidate, BaseException))
+    return found
+
+
+def _describe_transport_error(exc: BaseException) -> str:
+    """The cause of a failed exchange, in words; never the exception's text.
+
+    Order matters: urllib3's NewConnectionError (refused, unreachable, and
+    its subclass NameResolutionError) subclasses ConnectTimeoutError, and a
+    connect timeout wraps the socket's TimeoutError."""
+    causes = _causes(exc)
+
+    def found(*types: type[BaseException]) -> bool:
+        return any(isinstance(cause, types) for cause in causes)
+
+    if found(urllib3.exceptions.NameResolutionError, socket.gaierror):
+        return "DNS lookup failed"
+    if found(ConnectionRefusedError):
+        return "connection refused"
+    if found(urllib3.exceptions.NewConnectionError):
+        return "could not connect"
+    if found(ConnectTimeoutError, requests.ConnectTimeout):
+        return "timed out connecting"
+    if found(urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout, TimeoutError):
+        return "timed out reading the answer"
+    if found(ssl.SSLError, urllib3.exceptions.SSLError, requests.exceptions.SSLError):
+        return "TLS failed"
+    if found(
+        urllib3.exceptions.ProtocolError,
+        ConnectionError,
+        http.client.HTTPException,
+        requests.exceptions.ChunkedEncodingError,
+    ):
+        return "connection dropped"
+    return f"connection failed ({type(exc).__name__})"
 
 
 def client_from_settings(settings: conf.AutumnSettings, **overrides: Any) -> AutumnClient:
     """A new client for validated settings; ``overrides`` replace any of the
-    constructor's keywords (``timeout``, ``max_retries``, ``pool_size``...)."""
+    constructor's keywords (``timeout``, ``max_retries``, ``deadline``,
+    ``pool_size``...)."""
     options: dict[str, Any] = {
         "base_url": settings.base_url,
         "api_version": settings.api_version,

@@ -6,6 +6,10 @@ package (a ``pytest11`` entry point), so a suite needs no conftest to use them.
   pointed at it for the test.
 * ``autumn_emulator_server``: the same behind a real HTTP server on a free
   port (``.url``, ``.emulator``), for tests that need a socket.
+* ``autumn_hostile_server``: a :class:`~autumn_django.testing.HostileServer`
+  on a free loopback port, with ``settings.AUTUMN`` pointed at it and short
+  timeouts; the test picks how it misbehaves (``.drip()``, ``.huge_body()``,
+  ``.html_404()``, ``.customer(id="other")``...).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from .emulator import Emulator, EmulatorServer
-from .testing import emulate, serve
+from .testing import HostileServer, emulate, hostile_server, serve
 
 
 @pytest.fixture
@@ -27,4 +31,10 @@ def autumn_emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def autumn_emulator_server() -> Iterator[EmulatorServer]:
     with serve() as server:
+        yield server
+
+
+@pytest.fixture
+def autumn_hostile_server() -> Iterator[HostileServer]:
+    with hostile_server() as server:
         yield server

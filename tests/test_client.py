@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import requests
 import responses
 
 from autumn_django import __version__
@@ -46,7 +47,10 @@ def cursor_client(autumn_emulator, version="2.3"):
 def test_every_request_carries_bearer_auth_version_json_and_user_agent():
     key = make_secret_key()
     with responses.RequestsMock() as mock:
-        mock.post("https://api.useautumn.com/v1/customers.get", json={"id": "1"})
+        mock.post(
+            "https://api.useautumn.com/v1/customers.get",
+            json={"id": "1", "env": "sandbox", "created_at": 1_770_000_000_000, "metadata": {}},
+        )
         AutumnClient(key).get_customer("1")
         headers = mock.calls[0].request.headers
     assert headers["Authorization"] == f"Bearer {key}"
@@ -56,12 +60,12 @@ def test_every_request_carries_bearer_auth_version_json_and_user_agent():
     assert "Idempotency-Key" not in headers
 
 
-def test_routes_are_the_snake_case_ones_autumn_serves(client, autumn_emulator):
-    client.get_or_create_customer("1")
-    client.get_customer("1")
-    client.list_customers()
-    client.update_customer("1", name="A")
-    client.delete_customer("1")
+def test_routes_are_the_snake_case_ones_autumn_serves(autumn_client, autumn_emulator):
+    autumn_client.get_or_create_customer("1")
+    autumn_client.get_customer("1")
+    autumn_client.list_customers()
+    autumn_client.update_customer("1", name="A")
+    autumn_client.delete_customer("1")
     assert [entry.path for entry in autumn_emulator.requests()] == [
         "/v1/customers.get_or_create",
         "/v1/customers.get",
@@ -72,20 +76,20 @@ def test_routes_are_the_snake_case_ones_autumn_serves(client, autumn_emulator):
     assert [entry.status for entry in autumn_emulator.requests()] == [200] * 5
 
 
-def test_omitted_keywords_are_not_sent_and_none_is_sent_as_null(client, autumn_emulator):
-    client.get_or_create_customer("1", name="Ada", email="ada@example.com")
-    client.update_customer("1", name=None)
+def test_omitted_keywords_are_not_sent_and_none_is_sent_as_null(autumn_client, autumn_emulator):
+    autumn_client.get_or_create_customer("1", name="Ada", email="ada@example.com")
+    autumn_client.update_customer("1", name=None)
     assert autumn_emulator.requests()[-1].body == {"customer_id": "1", "name": None}
     assert autumn_emulator.customer("1")["name"] is None
     assert autumn_emulator.customer("1")["email"] == "ada@example.com"
 
 
-def test_metadata_values_django_knows_how_to_encode_are_sent(client, autumn_emulator):
+def test_metadata_values_django_knows_how_to_encode_are_sent(autumn_client, autumn_emulator):
     import datetime
     import uuid
 
     pk = uuid.UUID(int=7)
-    client.get_or_create_customer("1", metadata={"pk": pk, "joined": datetime.date(2026, 1, 2)})
+    autumn_client.get_or_create_customer("1", metadata={"pk": pk, "joined": datetime.date(2026, 1, 2)})
     assert autumn_emulator.customer("1")["metadata"] == {
         "pk": str(pk),
         "joined": "2026-01-02",
@@ -93,27 +97,27 @@ def test_metadata_values_django_knows_how_to_encode_are_sent(client, autumn_emul
 
 
 @pytest.mark.parametrize("bad_id", ["", "jane@example.com", "jane doe", "jane.doe", "a/b"])
-def test_an_invalid_customer_id_is_refused_locally_without_a_request(client, autumn_emulator, bad_id):
+def test_an_invalid_customer_id_is_refused_locally_without_a_request(autumn_client, autumn_emulator, bad_id):
     with pytest.raises(InvalidRequest) as caught:
-        client.get_or_create_customer(bad_id)
+        autumn_client.get_or_create_customer(bad_id)
     assert caught.value.status is None
     assert caught.value.code == "invalid_inputs"
     assert caught.value.message.startswith("customer_id: ")
     assert autumn_emulator.requests() == []
 
 
-def test_a_null_new_customer_id_is_refused_locally(client, autumn_emulator):
+def test_a_null_new_customer_id_is_refused_locally(autumn_client, autumn_emulator):
     with pytest.raises(InvalidRequest, match="new_customer_id"):
-        client.update_customer("1", new_customer_id=None)
+        autumn_client.update_customer("1", new_customer_id=None)
     assert autumn_emulator.requests() == []
 
 
 # --- customers.get_or_create ------------------------------------------------
 
 
-def test_get_or_create_makes_a_customer_with_every_required_key(client):
+def test_get_or_create_makes_a_customer_with_every_required_key(autumn_client):
     before = int(time.time() * 1000)
-    customer = client.get_or_create_customer(
+    customer = autumn_client.get_or_create_customer(
         "42", name="Jane Doe", email="jane@example.com", metadata={"django_user_id": 42}
     )
     assert REQUIRED_KEYS <= customer.keys()
@@ -124,9 +128,9 @@ def test_get_or_create_makes_a_customer_with_every_required_key(client):
     assert "processors" not in customer
 
 
-def test_get_or_create_of_an_existing_customer_fills_only_empty_fields(client):
-    client.get_or_create_customer("42", email="old@example.com", metadata={"a": 1}, fingerprint="f1")
-    again = client.get_or_create_customer(
+def test_get_or_create_of_an_existing_customer_fills_only_empty_fields(autumn_client):
+    autumn_client.get_or_create_customer("42", email="old@example.com", metadata={"a": 1}, fingerprint="f1")
+    again = autumn_client.get_or_create_customer(
         "42",
         name="New Name",
         email="new@example.com",
@@ -139,93 +143,93 @@ def test_get_or_create_of_an_existing_customer_fills_only_empty_fields(client):
     assert again["fingerprint"] == "f1"  # ignored
 
 
-def test_get_or_create_updates_send_email_receipts_of_an_existing_customer(client):
-    client.get_or_create_customer("42")
-    assert client.get_or_create_customer("42", send_email_receipts=True)["send_email_receipts"] is True
+def test_get_or_create_updates_send_email_receipts_of_an_existing_customer(autumn_client):
+    autumn_client.get_or_create_customer("42")
+    assert autumn_client.get_or_create_customer("42", send_email_receipts=True)["send_email_receipts"] is True
 
 
-def test_get_or_create_without_an_id_needs_an_email(client):
+def test_get_or_create_without_an_id_needs_an_email(autumn_client):
     with pytest.raises(InvalidRequest) as caught:
-        client.get_or_create_customer(None)
+        autumn_client.get_or_create_customer(None)
     assert (caught.value.status, caught.value.code) == (400, "invalid_request")
     assert caught.value.message == "Either customer ID or email is required"
 
 
-def test_id_less_customers_are_unique_by_lower_cased_email(client, autumn_emulator):
-    first = client.get_or_create_customer(None, email="Jane@Example.com")
-    second = client.get_or_create_customer(None, email="jane@example.com")
+def test_id_less_customers_are_unique_by_lower_cased_email(autumn_client, autumn_emulator):
+    first = autumn_client.get_or_create_customer(None, email="Jane@Example.com")
+    second = autumn_client.get_or_create_customer(None, email="jane@example.com")
     assert first["id"] is None and second["created_at"] == first["created_at"]
     assert len(autumn_emulator.customers()) == 1
 
 
-def test_a_later_call_with_an_id_claims_the_id_less_customer(client, autumn_emulator):
-    client.get_or_create_customer(None, email="jane@example.com")
-    claimed = client.get_or_create_customer("42", email="jane@example.com")
+def test_a_later_call_with_an_id_claims_the_id_less_customer(autumn_client, autumn_emulator):
+    autumn_client.get_or_create_customer(None, email="jane@example.com")
+    claimed = autumn_client.get_or_create_customer("42", email="jane@example.com")
     assert claimed["id"] == "42"
     assert [c["id"] for c in autumn_emulator.customers()] == ["42"]
 
 
-def test_an_invalid_email_is_refused_by_autumn(client):
+def test_an_invalid_email_is_refused_by_autumn(autumn_client):
     with pytest.raises(InvalidRequest) as caught:
-        client.get_or_create_customer("42", email="not-an-email")
+        autumn_client.get_or_create_customer("42", email="not-an-email")
     assert (caught.value.code, caught.value.message) == (
         "invalid_inputs",
         "email: not a valid email address",
     )
 
 
-def test_an_unknown_auto_enable_plan_is_product_not_found(client):
+def test_an_unknown_auto_enable_plan_is_product_not_found(autumn_client):
     with pytest.raises(NotFound) as caught:
-        client.get_or_create_customer("42", auto_enable_plan_id="pro")
+        autumn_client.get_or_create_customer("42", auto_enable_plan_id="pro")
     assert (caught.value.code, caught.value.message) == ("product_not_found", "Product pro not found")
 
 
-def test_a_known_auto_enable_plan_becomes_an_active_subscription(client, autumn_emulator):
+def test_a_known_auto_enable_plan_becomes_an_active_subscription(autumn_client, autumn_emulator):
     autumn_emulator.add_plan("free")
-    customer = client.get_or_create_customer("42", auto_enable_plan_id="free")
+    customer = autumn_client.get_or_create_customer("42", auto_enable_plan_id="free")
     [subscription] = customer["subscriptions"]
     assert (subscription["plan_id"], subscription["status"]) == ("free", "active")
 
 
-def test_default_plans_are_attached_to_every_new_customer(client, autumn_emulator):
+def test_default_plans_are_attached_to_every_new_customer(autumn_client, autumn_emulator):
     autumn_emulator.add_plan(Plan("starter", default=True))
-    customer = client.get_or_create_customer("42")
+    customer = autumn_client.get_or_create_customer("42")
     assert [s["plan_id"] for s in customer["subscriptions"]] == ["starter"]
     assert customer["subscriptions"][0]["auto_enable"] is True
 
 
-def test_stripe_ids_link_a_processor_and_bad_ones_are_stripe_errors(client):
-    linked = client.get_or_create_customer("42", stripe_id="cus_Abc12345")
+def test_stripe_ids_link_a_processor_and_bad_ones_are_stripe_errors(autumn_client):
+    linked = autumn_client.get_or_create_customer("42", stripe_id="cus_Abc12345")
     assert linked["processors"] == {"stripe": {"id": "cus_Abc12345"}}
     with pytest.raises(InvalidRequest) as caught:
-        client.get_or_create_customer("43", stripe_id="nonsense")
+        autumn_client.get_or_create_customer("43", stripe_id="nonsense")
     assert caught.value.code == "stripe_error"
     assert caught.value.message.startswith("(Stripe Error) ")
 
 
-def test_create_in_stripe_links_a_new_stripe_customer(client):
-    customer = client.get_or_create_customer("42", create_in_stripe=True)
+def test_create_in_stripe_links_a_new_stripe_customer(autumn_client):
+    customer = autumn_client.get_or_create_customer("42", create_in_stripe=True)
     assert customer["stripe_id"].startswith("cus_")
 
 
-def test_expand_adds_the_requested_keys_only(client, autumn_emulator):
+def test_expand_adds_the_requested_keys_only(autumn_client, autumn_emulator):
     autumn_emulator.add_plan(Plan("free", default=True))
-    plain = client.get_or_create_customer("42")
-    expanded = client.get_customer("42", expand=["invoices", "subscriptions.plan"])
+    plain = autumn_client.get_or_create_customer("42")
+    expanded = autumn_client.get_customer("42", expand=["invoices", "subscriptions.plan"])
     assert "invoices" not in plain and expanded["invoices"] == []
     assert expanded["subscriptions"][0]["plan"]["id"] == "free"
     with pytest.raises(InvalidRequest, match="expand"):
-        client.get_customer("42", expand=["everything"])
+        autumn_client.get_customer("42", expand=["everything"])
 
 
 # --- customers.get ----------------------------------------------------------
 
 
-def test_get_returns_the_customer_or_raises_not_found(client):
-    client.get_or_create_customer("42", name="Jane")
-    assert client.get_customer("42")["name"] == "Jane"
+def test_get_returns_the_customer_or_raises_not_found(autumn_client):
+    autumn_client.get_or_create_customer("42", name="Jane")
+    assert autumn_client.get_customer("42")["name"] == "Jane"
     with pytest.raises(NotFound) as caught:
-        client.get_customer("43")
+        autumn_client.get_customer("43")
     assert (caught.value.status, caught.value.code, caught.value.message) == (
         404,
         "customer_not_found",
@@ -233,61 +237,61 @@ def test_get_returns_the_customer_or_raises_not_found(client):
     )
 
 
-def test_autumn_internal_ids_find_the_customer_too(client, autumn_emulator):
-    client.get_or_create_customer("42")
+def test_autumn_internal_ids_find_the_customer_too(autumn_client, autumn_emulator):
+    autumn_client.get_or_create_customer("42")
     internal = autumn_emulator.internal_id("42")
-    assert client.get_customer(internal)["id"] == "42"
+    assert autumn_client.get_customer(internal)["id"] == "42"
 
 
 # --- customers.update -------------------------------------------------------
 
 
-def test_update_merges_metadata_and_a_null_value_deletes_a_key(client):
-    client.get_or_create_customer("42", metadata={"a": 1, "b": 2})
-    updated = client.update_customer("42", metadata={"b": None, "c": 3})
+def test_update_merges_metadata_and_a_null_value_deletes_a_key(autumn_client):
+    autumn_client.get_or_create_customer("42", metadata={"a": 1, "b": 2})
+    updated = autumn_client.update_customer("42", metadata={"b": None, "c": 3})
     assert updated["metadata"] == {"a": 1, "c": 3}
 
 
 @pytest.mark.parametrize("metadata", [None, {}])
-def test_update_with_null_or_empty_metadata_leaves_it_alone(client, metadata):
-    client.get_or_create_customer("42", metadata={"a": 1})
-    assert client.update_customer("42", metadata=metadata)["metadata"] == {"a": 1}
+def test_update_with_null_or_empty_metadata_leaves_it_alone(autumn_client, metadata):
+    autumn_client.get_or_create_customer("42", metadata={"a": 1})
+    assert autumn_client.update_customer("42", metadata=metadata)["metadata"] == {"a": 1}
 
 
-def test_update_with_an_empty_string_stores_null(client):
-    client.get_or_create_customer("42", name="Jane")
-    assert client.update_customer("42", name="")["name"] is None
+def test_update_with_an_empty_string_stores_null(autumn_client):
+    autumn_client.get_or_create_customer("42", name="Jane")
+    assert autumn_client.update_customer("42", name="")["name"] is None
 
 
-def test_update_unlinks_stripe_with_null(client):
-    client.get_or_create_customer("42", stripe_id="cus_Abc12345")
-    updated = client.update_customer("42", stripe_id=None)
+def test_update_unlinks_stripe_with_null(autumn_client):
+    autumn_client.get_or_create_customer("42", stripe_id="cus_Abc12345")
+    updated = autumn_client.update_customer("42", stripe_id=None)
     assert updated["stripe_id"] is None and "processors" not in updated
 
 
-def test_update_of_a_missing_customer_is_not_found(client):
+def test_update_of_a_missing_customer_is_not_found(autumn_client):
     with pytest.raises(NotFound, match="customer_not_found"):
-        client.update_customer("nobody", name="x")
+        autumn_client.update_customer("nobody", name="x")
 
 
-def test_rename_moves_the_customer_to_its_new_id(client, autumn_emulator):
-    client.get_or_create_customer("old", name="Jane")
-    renamed = client.update_customer("old", new_customer_id="new")
+def test_rename_moves_the_customer_to_its_new_id(autumn_client, autumn_emulator):
+    autumn_client.get_or_create_customer("old", name="Jane")
+    renamed = autumn_client.update_customer("old", new_customer_id="new")
     assert renamed["id"] == "new" and renamed["name"] == "Jane"
     assert autumn_emulator.customer("old") is None
-    assert client.get_customer("new")["name"] == "Jane"
+    assert autumn_client.get_customer("new")["name"] == "Jane"
 
 
-def test_rename_to_the_same_id_changes_nothing(client):
-    client.get_or_create_customer("same")
-    assert client.update_customer("same", new_customer_id="same")["id"] == "same"
+def test_rename_to_the_same_id_changes_nothing(autumn_client):
+    autumn_client.get_or_create_customer("same")
+    assert autumn_client.update_customer("same", new_customer_id="same")["id"] == "same"
 
 
-def test_rename_onto_a_taken_id_is_a_conflict(client):
-    client.get_or_create_customer("a")
-    client.get_or_create_customer("b")
+def test_rename_onto_a_taken_id_is_a_conflict(autumn_client):
+    autumn_client.get_or_create_customer("a")
+    autumn_client.get_or_create_customer("b")
     with pytest.raises(Conflict) as caught:
-        client.update_customer("a", new_customer_id="b")
+        autumn_client.update_customer("a", new_customer_id="b")
     assert (caught.value.status, caught.value.code, caught.value.message) == (
         409,
         "customer_already_exists",
@@ -298,23 +302,23 @@ def test_rename_onto_a_taken_id_is_a_conflict(client):
 # --- customers.delete -------------------------------------------------------
 
 
-def test_delete_succeeds_once_then_is_not_found(client):
-    client.get_or_create_customer("42")
-    assert client.delete_customer("42", delete_in_stripe=False) == {"success": True}
+def test_delete_succeeds_once_then_is_not_found(autumn_client):
+    autumn_client.get_or_create_customer("42")
+    assert autumn_client.delete_customer("42", delete_in_stripe=False) == {"success": True}
     with pytest.raises(NotFound, match="customer_not_found"):
-        client.delete_customer("42")
+        autumn_client.delete_customer("42")
 
 
 # --- environments -----------------------------------------------------------
 
 
-def test_the_key_picks_the_environment_and_each_has_its_own_customers(client, autumn_emulator):
+def test_the_key_picks_the_environment_and_each_has_its_own_customers(autumn_client, autumn_emulator):
     from django.conf import settings
 
     live = AutumnClient(make_secret_key("live"), base_url=settings.AUTUMN["BASE_URL"])
-    client.get_or_create_customer("42", name="Sandbox Jane")
+    autumn_client.get_or_create_customer("42", name="Sandbox Jane")
     assert live.get_or_create_customer("42", name="Live Jane")["env"] == "live"
-    assert client.get_customer("42")["name"] == "Sandbox Jane"
+    assert autumn_client.get_customer("42")["name"] == "Sandbox Jane"
     assert [c["name"] for c in autumn_emulator.customers("live")] == ["Live Jane"]
 
 
@@ -326,9 +330,9 @@ def make_customers(client, count, prefix="c"):
         client.get_or_create_customer(f"{prefix}{number}", name=f"Name {number}")
 
 
-def test_offset_list_defaults_to_ten_newest_first_with_counts(client):
-    make_customers(client, 12)
-    page = client.list_customers()
+def test_offset_list_defaults_to_ten_newest_first_with_counts(autumn_client):
+    make_customers(autumn_client, 12)
+    page = autumn_client.list_customers()
     assert [c["id"] for c in page["list"]] == [f"c{n}" for n in range(11, 1, -1)]
     assert {
         k: page[k] for k in ("total", "total_count", "total_filtered_count", "limit", "offset", "has_more")
@@ -342,10 +346,10 @@ def test_offset_list_defaults_to_ten_newest_first_with_counts(client):
     }
 
 
-def test_offset_has_more_is_true_whenever_the_page_is_full(client):
-    make_customers(client, 4)
-    assert client.list_customers(limit=4)["has_more"] is True
-    assert client.list_customers(limit=4, offset=4) | {"list": None} == {
+def test_offset_has_more_is_true_whenever_the_page_is_full(autumn_client):
+    make_customers(autumn_client, 4)
+    assert autumn_client.list_customers(limit=4)["has_more"] is True
+    assert autumn_client.list_customers(limit=4, offset=4) | {"list": None} == {
         "list": None,
         "total": 0,
         "total_count": 4,
@@ -356,36 +360,36 @@ def test_offset_has_more_is_true_whenever_the_page_is_full(client):
     }
 
 
-def test_search_is_a_trimmed_case_insensitive_substring_of_id_name_or_email(client):
-    client.get_or_create_customer("u1", name="Ada Lovelace", email="ada@example.com")
-    client.get_or_create_customer("u2", name="Grace Hopper", email="grace@navy.mil")
-    client.get_or_create_customer("lace-3")
-    found = client.list_customers(search="  LACE ")
+def test_search_is_a_trimmed_case_insensitive_substring_of_id_name_or_email(autumn_client):
+    autumn_client.get_or_create_customer("u1", name="Ada Lovelace", email="ada@example.com")
+    autumn_client.get_or_create_customer("u2", name="Grace Hopper", email="grace@navy.mil")
+    autumn_client.get_or_create_customer("lace-3")
+    found = autumn_client.list_customers(search="  LACE ")
     assert sorted(c["id"] for c in found["list"]) == ["lace-3", "u1"]
     assert found["total_filtered_count"] == 2 and found["total_count"] == 3
-    assert [c["id"] for c in client.list_customers(search="navy")["list"]] == ["u2"]
+    assert [c["id"] for c in autumn_client.list_customers(search="navy")["list"]] == ["u2"]
 
 
-def test_list_filters_by_plan_and_subscription_status(client, autumn_emulator):
+def test_list_filters_by_plan_and_subscription_status(autumn_client, autumn_emulator):
     autumn_emulator.add_plan("pro")
-    client.get_or_create_customer("payer", auto_enable_plan_id="pro")
-    client.get_or_create_customer("free")
-    assert [c["id"] for c in client.list_customers(plans=[{"id": "pro"}])["list"]] == ["payer"]
-    assert [c["id"] for c in client.list_customers(subscription_status="active")["list"]] == ["payer"]
-    assert client.list_customers(subscription_status="scheduled")["list"] == []
+    autumn_client.get_or_create_customer("payer", auto_enable_plan_id="pro")
+    autumn_client.get_or_create_customer("free")
+    assert [c["id"] for c in autumn_client.list_customers(plans=[{"id": "pro"}])["list"]] == ["payer"]
+    assert [c["id"] for c in autumn_client.list_customers(subscription_status="active")["list"]] == ["payer"]
+    assert autumn_client.list_customers(subscription_status="scheduled")["list"] == []
 
 
 @pytest.mark.parametrize("limit", [0, 1001])
-def test_offset_list_limit_outside_1_to_1000_is_invalid_inputs(client, limit):
+def test_offset_list_limit_outside_1_to_1000_is_invalid_inputs(autumn_client, limit):
     with pytest.raises(InvalidRequest) as caught:
-        client.list_customers(limit=limit)
+        autumn_client.list_customers(limit=limit)
     assert caught.value.code == "invalid_inputs"
     assert caught.value.message.startswith("limit: ")
 
 
-def test_cursor_fields_are_refused_at_an_offset_version(client):
+def test_cursor_fields_are_refused_at_an_offset_version(autumn_client):
     with pytest.raises(ValueError, match="pages by offset"):
-        client.list_customers(start_cursor="")
+        autumn_client.list_customers(start_cursor="")
 
 
 # --- customers.list, cursor style (2.3+) ------------------------------------
@@ -473,10 +477,10 @@ def test_iter_customers_survives_a_deletion_between_pages_at_offset_versions(aut
     assert sorted(seen) == sorted(f"c{n}" for n in range(40))
 
 
-def test_iter_customers_passes_filters_to_every_page(client):
-    make_customers(client, 15, prefix="keep")
-    make_customers(client, 15, prefix="drop")
-    assert sorted(c["id"] for c in client.iter_customers(page_size=4, search="keep")) == sorted(
+def test_iter_customers_passes_filters_to_every_page(autumn_client):
+    make_customers(autumn_client, 15, prefix="keep")
+    make_customers(autumn_client, 15, prefix="drop")
+    assert sorted(c["id"] for c in autumn_client.iter_customers(page_size=4, search="keep")) == sorted(
         f"keep{n}" for n in range(15)
     )
 
@@ -489,12 +493,14 @@ def test_the_fixture_points_settings_at_the_emulator(autumn_emulator):
     assert autumn_emulator.counts["customers.get_or_create"] == 1
 
 
-def test_emulate_lets_requests_to_other_hosts_through():
-    with emulate(), responses.RequestsMock() as other:
-        other.get("https://example.com/ping", body="pong")
-        import requests
-
-        assert requests.get("https://example.com/ping").text == "pong"
+def test_emulate_lets_requests_to_other_hosts_through(http_emulator):
+    """A request for another host reaches that host: here a real server on a
+    local socket, which only a passed-through request can reach."""
+    with emulate() as emulated:
+        other = AutumnClient(make_secret_key(), base_url=http_emulator.url, max_retries=0)
+        assert other.get_or_create_customer("42", name="Jane")["name"] == "Jane"
+    assert http_emulator.emulator.customer("42")["name"] == "Jane"
+    assert emulated.requests() == []
 
 
 def test_a_200_that_is_not_json_is_an_api_error():
@@ -507,8 +513,18 @@ def test_a_200_that_is_not_json_is_an_api_error():
     assert (caught.value.status, caught.value.code) == (200, "invalid_response")
 
 
-def test_the_request_body_is_compact_json(client, autumn_emulator):
-    client.get_or_create_customer("42", name="Jane")
+def test_the_request_body_is_compact_json(autumn_client, autumn_emulator, monkeypatch):
+    """The bytes on the wire, not a re-encoding of what the emulator decoded."""
+    sent = []
+    real_send = requests.Session.send
+
+    def send(session, request, **kwargs):
+        sent.append(request.body)
+        return real_send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    autumn_client.get_or_create_customer("42", name="Jane")
+    assert sent == [b'{"customer_id":"42","name":"Jane"}']
     assert json.dumps(autumn_emulator.requests()[0].body) == '{"customer_id": "42", "name": "Jane"}'
 
 
@@ -548,8 +564,8 @@ def test_the_default_pacing_is_the_published_limits_less_ten_percent():
     assert limits["customers.delete"] == 3
 
 
-def test_the_client_counts_its_calls_per_route(client):
-    client.get_or_create_customer("1")
-    client.get_customer("1")
-    client.get_customer("1")
-    assert client.calls == {"customers.get_or_create": 1, "customers.get": 2}
+def test_the_client_counts_its_calls_per_route(autumn_client):
+    autumn_client.get_or_create_customer("1")
+    autumn_client.get_customer("1")
+    autumn_client.get_customer("1")
+    assert autumn_client.calls == {"customers.get_or_create": 1, "customers.get": 2}

@@ -11,6 +11,7 @@ from autumn_django.exceptions import (
     AuthenticationError,
     AutumnAPIError,
     AutumnConnectionError,
+    AutumnError,
     Conflict,
     Forbidden,
     InvalidRequest,
@@ -127,15 +128,20 @@ def test_the_org_cap_429_is_json_without_retry_after():
     )
 
 
-def test_a_truncated_json_body_still_gives_the_right_class():
+def test_a_truncated_json_404_is_not_taken_for_customer_not_found():
+    """Only Autumn's own code says a customer is gone; a body cut short
+    cannot, so it is an error to look into, not a deletion to record."""
     import responses
+
+    from autumn_django.exceptions import InvalidResponse
 
     with responses.RequestsMock() as mock:
         mock.post("https://api.useautumn.com/v1/customers.get", status=404, body='{"message": "Cust')
-        with pytest.raises(NotFound) as caught:
+        with pytest.raises(InvalidResponse) as caught:
             AutumnClient(make_secret_key(), max_retries=0).get_customer("1")
-    assert caught.value.code == "http_404"
-    assert caught.value.message == '{"message": "Cust'
+    assert not isinstance(caught.value, NotFound)
+    assert caught.value.status == 404
+    assert '{"message": "Cust' in str(caught.value)
 
 
 def test_api_errors_pickle_with_their_fields(autumn_emulator):
@@ -232,4 +238,6 @@ def test_nobody_listening_is_a_connection_error():
     with pytest.raises(AutumnConnectionError) as caught:
         client.get_customer("1")
     assert caught.value.retryable
-    assert isinstance(caught.value, Exception) and not isinstance(caught.value, AutumnAPIError)
+    # An AutumnError the sync engine records as a failure, but no API error: nobody answered.
+    assert isinstance(caught.value, AutumnError) and not isinstance(caught.value, AutumnAPIError)
+    assert str(caught.value).startswith(f"customers.get: no answer from {url} (")

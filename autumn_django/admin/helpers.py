@@ -15,8 +15,11 @@ from ..exceptions import AutumnAPIError, AutumnError
 
 def admin_client() -> AutumnClient:
     """A client with short timeouts and one retry: a slow Autumn must not
-    hang an admin page (``AUTUMN["ADMIN_TIMEOUT"]``)."""
-    return get_client(timeout=conf.load().admin_timeout, max_retries=1)
+    hang an admin page. ``AUTUMN["ADMIN_TIMEOUT"]`` is (connect, read) for
+    each attempt, and their sum the deadline of the whole operation, retry,
+    ``Retry-After`` wait and a drip-fed answer included."""
+    timeout = conf.load().admin_timeout
+    return get_client(timeout=timeout, max_retries=1, deadline=sum(timeout))
 
 
 def describe(error: AutumnError) -> str:
