@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
@@ -18,9 +20,33 @@ if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgre
 
 
 @pytest.fixture
-def client(autumn_emulator: Emulator) -> AutumnClient:
-    """The settings-configured client, answered in-process by the emulator."""
+def autumn_client(autumn_emulator: Emulator) -> AutumnClient:
+    """The settings-configured Autumn client, answered in-process by the
+    emulator. (``client`` is pytest-django's: Django's test client.)"""
     return get_client()
+
+
+@pytest.fixture
+def autumn_settings(settings: Any) -> Callable[..., None]:
+    """Set keys of ``settings.AUTUMN``, keeping the others, for one test:
+    ``autumn_settings(DELETE_POLICY="keep")``."""
+
+    def update(**values: Any) -> None:
+        settings.AUTUMN = {**settings.AUTUMN, **values}
+
+    return update
+
+
+@pytest.fixture
+def make_user(django_user_model: Any) -> Callable[..., Any]:
+    """Create a user (password ``x``, email ``<username>@example.com`` unless
+    given). The save goes through the signals as a site's would."""
+
+    def make(username: str = "jane", **fields: Any) -> Any:
+        fields.setdefault("email", f"{username}@example.com")
+        return django_user_model.objects.create_user(username=username, password="x", **fields)
+
+    return make
 
 
 @pytest.fixture
@@ -40,3 +66,12 @@ def http_client(http_emulator: EmulatorServer) -> Iterator[AutumnClient]:
         timeout=(1, 2),
     ) as client:
         yield client
+
+
+@pytest.fixture
+def commit(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
+    """``with commit(): ...`` runs the on-commit callbacks registered in the
+    block (the sync task, with the ImmediateBackend) at its end, as the
+    commit of a real transaction would, without ``transaction=True``. The
+    context manager yields the list of callbacks it ran."""
+    return functools.partial(django_capture_on_commit_callbacks, execute=True)

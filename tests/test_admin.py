@@ -1,7 +1,13 @@
 """The admin: the mirror's page and actions, and the remote customers browser
-(through Django's test client; tests/test_browser.py drives a real browser)."""
+(through Django's test client; tests/test_browser.py drives a real browser).
+
+The tests run in the test case's transaction; ``commit()`` runs the on-commit
+sync of the users made in its block, as the commit of a real transaction
+would (see tests/conftest.py)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -9,8 +15,7 @@ from django.urls import reverse
 
 from autumn_django.models import Customer
 
-# Transactions commit, so the sync engine's on-commit tasks run as in production.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:autumn_django_remotecustomer_changelist")
 FUTURE = 10**13  # a created_at (ms) after any real one
@@ -20,23 +25,19 @@ def detail(customer_id):
     return reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id])
 
 
-def autumn_settings(settings, **values):
-    settings.AUTUMN = {**settings.AUTUMN, **values}
+@pytest.fixture
+def admin_user(django_user_model, commit):
+    """pytest-django's superuser for ``admin_client``, mirrored at Autumn as
+    its sign-up would be (its on-commit sync run)."""
+    with commit():
+        return django_user_model.objects.create_superuser("admin", "admin@example.com", "password")
 
 
 @pytest.fixture
-def web():
-    """Django's test client (``client`` in this suite is the Autumn client)."""
-    from django.test import Client
-
-    return Client()
-
-
-@pytest.fixture
-def staff(autumn_emulator, django_user_model, web):
+def staff(autumn_emulator, make_user, client):
     """A staff member with no Autumn permission yet, logged in."""
-    user = django_user_model.objects.create_user("staff", "staff@example.com", "x", is_staff=True)
-    web.force_login(user)
+    user = make_user("staff", is_staff=True)
+    client.force_login(user)
     return user
 
 
@@ -49,22 +50,22 @@ def grant(user, *codenames):
 # --- permissions ------------------------------------------------------------------
 
 
-def test_anonymous_visitors_are_sent_to_the_login_page(autumn_emulator, web):
-    response = web.get(LIST)
+def test_anonymous_visitors_are_sent_to_the_login_page(autumn_emulator, client):
+    response = client.get(LIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_staff_without_the_view_permission_get_403(autumn_emulator, web, staff):
-    assert web.get(LIST).status_code == 403
-    assert web.get(detail("1")).status_code == 403
+def test_staff_without_the_view_permission_get_403(autumn_emulator, client, staff):
+    assert client.get(LIST).status_code == 403
+    assert client.get(detail("1")).status_code == 403
 
 
-def test_the_view_permission_opens_the_list_but_not_delete(autumn_emulator, web, staff):
+def test_the_view_permission_opens_the_list_but_not_delete(autumn_emulator, client, staff):
     grant(staff, "view_remotecustomer")
     autumn_emulator.add_customer(id="c1")
-    assert web.get(LIST).status_code == 200
-    assert web.get(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
-    assert web.post(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
+    assert client.get(LIST).status_code == 200
+    assert client.get(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
+    assert client.post(reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])).status_code == 403
     assert autumn_emulator.customer("c1") is not None
 
 
@@ -77,10 +78,11 @@ def test_the_entry_appears_in_the_admin_index(autumn_emulator, admin_client):
 
 
 def test_the_list_shows_autumns_customers_with_plans_and_linked_users(
-    autumn_emulator, admin_client, django_user_model
+    autumn_emulator, admin_client, make_user, commit
 ):
     autumn_emulator.add_plan("pro")
-    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")  # synced by the signal
+    with commit():
+        user = make_user("jane")  # synced by the signal
     from autumn_django.client import get_client
 
     get_client().get_or_create_customer(
@@ -115,8 +117,8 @@ def test_offset_pages_at_2_1_have_page_links_and_the_filtered_total(autumn_emula
     assert autumn_emulator.requests("customers.list")[-1].body == {"limit": 25, "offset": 50}
 
 
-def test_cursor_pages_at_2_3_go_forward_and_back(autumn_emulator, admin_client, settings):
-    autumn_settings(settings, API_VERSION="2.3")
+def test_cursor_pages_at_2_3_go_forward_and_back(autumn_emulator, admin_client, autumn_settings):
+    autumn_settings(API_VERSION="2.3")
     for number in range(60):
         autumn_emulator.add_customer(id=f"c{number:02d}", created_at=FUTURE + number)
     import html as html_lib
@@ -143,16 +145,20 @@ def test_cursor_pages_at_2_3_go_forward_and_back(autumn_emulator, admin_client, 
 
 
 def test_one_autumn_call_and_constant_queries_whatever_the_page_size(
-    autumn_emulator, admin_client, django_user_model, django_assert_max_num_queries
+    autumn_emulator, admin_client, make_user, commit, django_assert_max_num_queries
 ):
-    users = [django_user_model.objects.create_user(f"u{n}", f"u{n}@example.com", "x") for n in range(30)]
-    assert len(users) == 30
+    with commit():
+        users = [make_user(f"u{n}") for n in range(30)]
     for size in (25, 100):
         before = len(autumn_emulator.requests())
         with django_assert_max_num_queries(8):
             response = admin_client.get(LIST, {"per_page": size})
         assert response.status_code == 200
         assert len(autumn_emulator.requests()) - before == 1
+        # Every customer on the page is linked to its user: the queries are
+        # constant with the links drawn, not because none are.
+        page = response.content.decode()
+        assert len([user for user in users if f">{user}</a>" in page]) == min(size, len(users))
 
 
 def test_an_autumn_failure_is_a_message_not_a_500(autumn_emulator, admin_client):
@@ -164,15 +170,31 @@ def test_an_autumn_failure_is_a_message_not_a_500(autumn_emulator, admin_client)
     assert "Autumn answered HTTP 401 invalid_secret_key" in response.content.decode()
 
 
-def test_a_slow_autumn_uses_the_short_admin_timeout(settings):
+def test_the_admin_client_has_the_admin_timeout_and_one_retry(autumn_settings):
     from autumn_django.admin import admin_client
 
-    autumn_settings(settings, ADMIN_TIMEOUT=(0.5, 1.5))
+    autumn_settings(ADMIN_TIMEOUT=(0.5, 1.5))
     assert admin_client().timeout == (0.5, 1.5) and admin_client().max_retries == 1
 
 
-def test_the_secret_key_is_on_no_page(autumn_emulator, admin_client, settings, django_user_model):
-    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")
+@pytest.mark.http
+def test_a_slow_autumn_is_a_message_after_the_short_admin_timeout_not_a_hang(
+    autumn_emulator_server, admin_client, autumn_settings
+):
+    autumn_settings(ADMIN_TIMEOUT=(1, 0.2))
+    autumn_emulator_server.emulator.latency_ms = 5000
+    started = time.monotonic()
+    response = admin_client.get(LIST)
+    elapsed = time.monotonic() - started
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Autumn could not be reached: customers.list: no answer" in page and "timed out" in page
+    assert elapsed < 2  # two reads (one retry) of 0.2 s, not the 5 s Autumn takes
+
+
+def test_the_secret_key_is_on_no_page(autumn_emulator, admin_client, settings, make_user, commit):
+    with commit():
+        user = make_user("jane")
     key = settings.AUTUMN["SECRET_KEY"]
     pages = [
         admin_client.get(LIST),
@@ -209,11 +231,11 @@ def test_an_unknown_customer_says_so(autumn_emulator, admin_client):
     assert "customer_not_found" in page and "Autumn did not return this customer." in page
 
 
-def test_link_or_import_makes_the_mirror_row(autumn_emulator, admin_client, django_user_model):
+def test_link_or_import_makes_the_mirror_row(autumn_emulator, admin_client, make_user):
     from autumn_django.signals import disable_sync
 
     with disable_sync():
-        user = django_user_model.objects.create_user("old", "old@example.com", "x")
+        user = make_user("old")
     autumn_emulator.add_customer(id=str(user.pk), name="Made elsewhere", stripe_id="cus_Linked1234")
     assert f"Link to {user}" in admin_client.get(detail(str(user.pk))).content.decode()
     response = admin_client.post(reverse("admin:autumn_django_remotecustomer_link", args=[str(user.pk)]))
@@ -226,8 +248,9 @@ def test_link_needs_post(autumn_emulator, admin_client):
     assert admin_client.get(reverse("admin:autumn_django_remotecustomer_link", args=["x"])).status_code == 405
 
 
-def test_delete_in_autumn_asks_first_then_deletes_on_post(autumn_emulator, admin_client, django_user_model):
-    user = django_user_model.objects.create_user("gone", "gone@example.com", "x")
+def test_delete_in_autumn_asks_first_then_deletes_on_post(autumn_emulator, admin_client, make_user, commit):
+    with commit():
+        user = make_user("gone")
     url = reverse("admin:autumn_django_remotecustomer_delete", args=[str(user.pk)])
     confirm = admin_client.get(url).content.decode()
     assert "Yes, delete it in Autumn" in confirm and "csrfmiddlewaretoken" in confirm
@@ -237,10 +260,11 @@ def test_delete_in_autumn_asks_first_then_deletes_on_post(autumn_emulator, admin
     assert not Customer.objects.filter(user=user).exists()
 
 
-def test_state_changes_need_the_csrf_token(autumn_emulator, django_user_model):
+def test_state_changes_need_the_csrf_token(autumn_emulator, django_user_model, commit):
     from django.test import Client
 
-    admin = django_user_model.objects.create_superuser("root", "root@example.com", "x")
+    with commit():
+        admin = django_user_model.objects.create_superuser("root", "root@example.com", "x")
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(admin)
     url = reverse("admin:autumn_django_remotecustomer_delete", args=[str(admin.pk)])
@@ -251,10 +275,12 @@ def test_state_changes_need_the_csrf_token(autumn_emulator, django_user_model):
 # --- the mirror's admin ---------------------------------------------------------------------
 
 
-def test_the_mirror_list_shows_state_and_searches_the_user(autumn_emulator, admin_client, django_user_model):
-    django_user_model.objects.create_user("findme", "findme@example.com", "x")
+def test_the_mirror_list_shows_state_and_searches_the_user(autumn_emulator, admin_client, make_user, commit):
+    with commit():
+        make_user("findme")
     autumn_emulator.fail_next(5, status=503)
-    django_user_model.objects.create_user("broken", "broken@example.com", "x")
+    with commit():
+        make_user("broken")
     url = reverse("admin:autumn_django_customer_changelist")
     page = admin_client.get(url).content.decode()
     assert ">Synced</span>" in page and ">Failed</span>" in page and "503 service_unavailable" in page
@@ -264,9 +290,10 @@ def test_the_mirror_list_shows_state_and_searches_the_user(autumn_emulator, admi
     assert ">broken</a>" in filtered and ">findme</a>" not in filtered
 
 
-def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, django_user_model):
+def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, make_user, commit):
     autumn_emulator.fail_next(5, status=503)
-    user = django_user_model.objects.create_user("later", "later@example.com", "x")
+    with commit():
+        user = make_user("later")
     row = Customer.objects.get(user=user)
     assert row.state == "failed"
     url = reverse("admin:autumn_django_customer_changelist")
@@ -283,15 +310,17 @@ def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, dj
     assert Customer.objects.get(pk=row.pk).stripe_id == "cus_Refreshed12"
     autumn_emulator.fail_next(5, status=400, code="invalid_inputs", message="email: bad")
     user.email = "changed@example.com"
-    user.save()
+    with commit():
+        user.save()
     response = admin_client.post(url, {"action": "sync_now", "_selected_action": [row.pk]}, follow=True)
     assert response.status_code == 200 and "email: bad" in response.content.decode()
 
 
 def test_the_change_page_shows_the_json_and_allows_no_adding(
-    autumn_emulator, admin_client, django_user_model
+    autumn_emulator, admin_client, make_user, commit
 ):
-    user = django_user_model.objects.create_user("jane", "jane@example.com", "x")
+    with commit():
+        user = make_user("jane")
     row = Customer.objects.get(user=user)
     page = admin_client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).content.decode()
     assert "<pre>{" in page and "&quot;email&quot;: &quot;jane@example.com&quot;" in page

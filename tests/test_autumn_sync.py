@@ -18,7 +18,7 @@ from autumn_django.management.commands.autumn_sync import Progress
 from autumn_django.models import Customer
 from autumn_django.signals import disable_sync
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def existing_users(count, start=0):
@@ -44,10 +44,6 @@ def run(*args, **options):
 
 def writes(emulator):
     return [e for e in emulator.requests() if e.route not in ("customers.list", "customers.get")]
-
-
-def autumn_settings(settings, **values):
-    settings.AUTUMN = {**settings.AUTUMN, **values}
 
 
 # --- push ------------------------------------------------------------------------
@@ -102,23 +98,25 @@ def test_a_change_signals_missed_is_pushed_as_an_update(autumn_emulator):
     assert "updated 1" in output and "unchanged 4" in output
 
 
-def test_users_who_stop_qualifying_are_deleted_by_push(autumn_emulator, settings):
+def test_users_who_stop_qualifying_are_deleted_by_push(autumn_emulator, autumn_settings):
     users = existing_users(4)
     run()
-    autumn_settings(settings, SHOULD_SYNC=lambda u: u.username != "u1")
+    autumn_settings(SHOULD_SYNC=lambda u: u.username != "u1")
     output = run()
     assert autumn_emulator.customer(str(users[1].pk)) is None
     assert not Customer.objects.filter(user=users[1]).exists()
     assert "deleted 1" in output
 
 
-def test_rows_left_deleting_are_finished_by_push(autumn_emulator):
+def test_rows_left_deleting_are_finished_by_push(autumn_emulator, commit):
     users = existing_users(2)
     run()
     autumn_emulator.fail_next(50, "customers.delete", status=503)
     gone = str(users[0].pk)
-    users[0].delete()
+    with commit():
+        users[0].delete()
     assert Customer.objects.get(user__isnull=True).state == "deleting"
+    assert [e.status for e in autumn_emulator.requests("customers.delete")] == [503] * 4  # tried, failed
     autumn_emulator.reset()
     autumn_emulator.add_customer(id=gone)
     output = run()
@@ -262,7 +260,8 @@ def test_client_side_pacing_meets_autumns_real_rate_limits_without_429(autumn_em
     run("--concurrency", "8")
     updates = autumn_emulator.requests()[before:]
     assert len(updates) == 30 and {e.status for e in updates} == {200}
-    assert {c["email"] for c in autumn_emulator.customers()} == {"x@example.com"} and len(users) == 30
+    assert {c["email"] for c in autumn_emulator.customers()} == {"x@example.com"}
+    assert {e.body["customer_id"] for e in updates} == {str(user.pk) for user in users}  # each once
 
 
 # --- retry ------------------------------------------------------------------------------------
@@ -300,7 +299,7 @@ def test_check_reports_nothing_and_exits_zero_when_in_sync(autumn_emulator):
 def test_check_finds_each_kind_of_drift_and_exits_one(autumn_emulator):
     users = existing_users(4)
     run("--users", str(users[0].pk), str(users[1].pk))
-    autumn_emulator.customer(str(users[1].pk))
+    assert autumn_emulator.customer(str(users[1].pk))["name"] == users[1].first_name  # in sync, until:
     from autumn_django.client import get_client
 
     get_client().update_customer(str(users[1].pk), name="Renamed in the dashboard")
@@ -317,14 +316,14 @@ def test_check_finds_each_kind_of_drift_and_exits_one(autumn_emulator):
 
 
 def test_check_json(autumn_emulator):
-    existing_users(1)
-    with pytest.raises(CommandError):
-        run("--check", "--json")
+    [user] = existing_users(1)
     out = io.StringIO()
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError) as caught:
         run("--check", "--json", stdout=out)
+    assert caught.value.returncode == 1  # drift, as without --json
     report = json.loads(out.getvalue())
     assert len(report["missing"]) == 1 and report["orphans"] == []
+    assert report["missing"] == [{"user": user.pk, "customer_id": str(user.pk)}]
 
 
 # --- pull ------------------------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def test_browse_search_and_page_at_api_2_1(signed_in, live_server, autumn_emulat
     assert ids_on(page) == ["cust-07"]
 
 
-def test_cursor_pages_forward_and_back_at_api_2_3(signed_in, live_server, autumn_emulator, settings):
-    settings.AUTUMN = {**settings.AUTUMN, "API_VERSION": "2.3"}
+def test_cursor_pages_forward_and_back_at_api_2_3(signed_in, live_server, autumn_emulator, autumn_settings):
+    autumn_settings(API_VERSION="2.3")
     page = signed_in
     seed(autumn_emulator)
     page.goto(f"{live_server.url}/admin/autumn_django/remotecustomer/?per_page=25")
@@ -142,14 +142,14 @@ def test_cursor_pages_forward_and_back_at_api_2_3(signed_in, live_server, autumn
 
 
 def test_detail_link_or_import_and_delete_in_autumn(
-    signed_in, live_server, autumn_emulator, django_user_model, tmp_path
+    signed_in, live_server, autumn_emulator, make_user, tmp_path
 ):
     from autumn_django.client import get_client
     from autumn_django.signals import disable_sync
 
     page = signed_in
     with disable_sync():
-        user = django_user_model.objects.create_user("ada", "ada@example.com", "x")
+        user = make_user("ada")
     autumn_emulator.add_plan("pro")
     get_client().get_or_create_customer(str(user.pk), name="Ada Lovelace", email="ada@example.com",
                                         auto_enable_plan_id="pro", stripe_id="cus_Ada12345")  # fmt: skip
@@ -167,10 +167,10 @@ def test_detail_link_or_import_and_delete_in_autumn(
     assert autumn_emulator.customer(str(user.pk)) is None
 
 
-def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emulator, django_user_model):
+def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emulator, make_user):
     page = signed_in
     autumn_emulator.fail_next(4, status=503)  # the first try and MAX_RETRIES (3) retries
-    user = django_user_model.objects.create_user("grace", "grace@example.com", "x")
+    user = make_user("grace")
     assert Customer.objects.get(user=user).state == "failed"
     page.goto(f"{live_server.url}/admin/autumn_django/customer/?state__exact=failed")
     assert "Failed" in page.inner_text("#result_list")

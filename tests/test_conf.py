@@ -72,34 +72,102 @@ def test_a_malformed_key_is_described_without_being_shown():
         ({"API_VERSION": "2.9"}, "API_VERSION"),
         ({"API_VERSION": "1.2"}, "API_VERSION"),
         ({"BASE_URL": "api.useautumn.com"}, "BASE_URL"),
+        ({"BASE_URL": "ftp://api.useautumn.com"}, "BASE_URL"),
+        ({"BASE_URL": "https://api.useautumn.com?key=1"}, "BASE_URL"),
         ({"TIMEOUT": 0}, "TIMEOUT"),
         ({"TIMEOUT": (1, 2, 3)}, "TIMEOUT"),
+        ({"TIMEOUT": True}, "TIMEOUT"),
+        ({"TIMEOUT": (1, "15")}, "TIMEOUT"),
         ({"MAX_RETRIES": -1}, "MAX_RETRIES"),
         ({"MAX_RETRIES": True}, "MAX_RETRIES"),
+        ({"MAX_RETRIES": 2.5}, "MAX_RETRIES"),
         # the sync engine's settings
         ({"CUSTOMER_ID": 42}, "CUSTOMER_ID"),
+        ({"CUSTOMER_ID": "tests.mapping_functions.__doc__"}, "CUSTOMER_ID"),
         ({"CUSTOMER_DATA": "tests.mapping_functions.nowhere"}, "CUSTOMER_DATA"),
+        ({"CUSTOMER_DATA": "no_such_module.customer_data"}, "CUSTOMER_DATA"),
         ({"SHOULD_SYNC": "tests.mapping_functions.__doc__"}, "SHOULD_SYNC"),
+        ({"SHOULD_SYNC": True}, "SHOULD_SYNC"),
         ({"DELETE_POLICY": "archive"}, "DELETE_POLICY"),
+        ({"DELETE_POLICY": None}, "DELETE_POLICY"),
         ({"DELETE_IN_STRIPE": "yes"}, "DELETE_IN_STRIPE"),
+        ({"DELETE_IN_STRIPE": None}, "DELETE_IN_STRIPE"),
         ({"RAISE_ERRORS": 1}, "RAISE_ERRORS"),
         ({"CREATE_IN_STRIPE": "no"}, "CREATE_IN_STRIPE"),
         ({"SEND_EMAIL_RECEIPTS": 0}, "SEND_EMAIL_RECEIPTS"),
         ({"AUTO_ENABLE_PLAN_ID": ""}, "AUTO_ENABLE_PLAN_ID"),
+        ({"AUTO_ENABLE_PLAN_ID": 5}, "AUTO_ENABLE_PLAN_ID"),
         ({"TASK_BACKEND": ""}, "TASK_BACKEND"),
+        ({"TASK_BACKEND": None}, "TASK_BACKEND"),
         ({"TASK_QUEUE": None}, "TASK_QUEUE"),
+        ({"TASK_QUEUE": ""}, "TASK_QUEUE"),
         ({"RETRY_DELAY": 0}, "RETRY_DELAY"),
+        ({"RETRY_DELAY": True}, "RETRY_DELAY"),
         ({"RETRY_MAX_DELAY": "1h"}, "RETRY_MAX_DELAY"),
+        ({"RETRY_MAX_DELAY": -60}, "RETRY_MAX_DELAY"),
         ({"RATE_LIMITS": 25}, "RATE_LIMITS"),
+        ({"RATE_LIMITS": True}, "RATE_LIMITS"),
         ({"RATE_LIMITS": {"customers.upsert": 5}}, "RATE_LIMITS"),
         ({"RATE_LIMITS": {"customers.update": -1}}, "RATE_LIMITS"),
+        ({"RATE_LIMITS": {"customers.update": True}}, "RATE_LIMITS"),
+        ({"RATE_LIMITS": {"customers.update": "25"}}, "RATE_LIMITS"),
         ({"ADMIN_TIMEOUT": (2, 0)}, "ADMIN_TIMEOUT"),
+        ({"ADMIN_TIMEOUT": "fast"}, "ADMIN_TIMEOUT"),
+        ({"ADMIN_TIMEOUT": -1}, "ADMIN_TIMEOUT"),
     ],
 )
 def test_malformed_settings_raise_naming_the_setting(values, setting):
     with autumn(**values):
         with pytest.raises(AutumnImproperlyConfigured, match=rf'AUTUMN\["{setting}"\]'):
             conf.load()
+
+
+def always(user):
+    return True
+
+
+@pytest.mark.parametrize(
+    ("values", "attribute", "expected"),
+    [
+        ({"TIMEOUT": [2, 9.5]}, "timeout", (2.0, 9.5)),
+        ({"MAX_RETRIES": 0}, "max_retries", 0),
+        ({"CUSTOMER_ID": always}, "customer_id", always),
+        ({"SHOULD_SYNC": "tests.test_conf.always"}, "should_sync", always),
+        ({"DELETE_POLICY": "delete"}, "delete_policy", "delete"),
+        ({"DELETE_IN_STRIPE": True}, "delete_in_stripe", True),
+        ({"CREATE_IN_STRIPE": False}, "create_in_stripe", False),
+        ({"CREATE_IN_STRIPE": None}, "create_in_stripe", None),
+        ({"SEND_EMAIL_RECEIPTS": True}, "send_email_receipts", True),
+        ({"AUTO_ENABLE_PLAN_ID": "free"}, "auto_enable_plan_id", "free"),
+        ({"AUTO_ENABLE_PLAN_ID": None}, "auto_enable_plan_id", None),
+        ({"TASK_BACKEND": "billing"}, "task_backend", "billing"),
+        ({"TASK_QUEUE": "autumn"}, "task_queue", "autumn"),
+        ({"RETRY_DELAY": 0.5}, "retry_delay", 0.5),
+        ({"RETRY_MAX_DELAY": 60}, "retry_max_delay", 60.0),
+        ({"ADMIN_TIMEOUT": (1, 3)}, "admin_timeout", (1.0, 3.0)),
+    ],
+)
+def test_well_formed_values_of_each_setting_are_accepted(values, attribute, expected):
+    with autumn(**values):
+        assert getattr(conf.load(), attribute) == expected
+
+
+def test_a_rate_limit_of_none_leaves_that_route_unpaced():
+    with autumn(RATE_LIMITS={"customers.update": None, "customers.delete": 2.5}):
+        limits = conf.load().rate_limits
+    assert (limits["customers.update"], limits["customers.delete"]) == (None, 2.5)
+    assert limits["customers.list"] == pytest.approx(4.5)  # the others: published, less 10%
+
+
+def test_every_mistake_in_the_engine_settings_is_listed_at_once():
+    with autumn(DELETE_POLICY="archive", RETRY_DELAY=0, TASK_QUEUE="", RATE_LIMITS=25):
+        problems = conf.problems()
+    assert sorted(problem.setting for problem in problems) == [
+        "DELETE_POLICY",
+        "RATE_LIMITS",
+        "RETRY_DELAY",
+        "TASK_QUEUE",
+    ]
 
 
 def test_every_engine_setting_is_an_attribute_of_the_snapshot():

@@ -1,21 +1,17 @@
 """The example site: sign up, edit the profile, see and refresh the customer."""
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from autumn_django.models import Customer
 
+# Real transactions: each request of the site commits before the next one
+# (the redirect after sign-up) is made, so the page it shows is synced.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def web():
-    return Client()
-
-
-def sign_up(web):
-    return web.post(
+def sign_up(client):
+    return client.post(
         reverse("signup"),
         {
             "username": "newbie",
@@ -27,17 +23,17 @@ def sign_up(web):
     )
 
 
-def test_signing_up_creates_the_autumn_customer_shown_on_the_billing_page(autumn_emulator, web):
-    page = sign_up(web).content.decode()
+def test_signing_up_creates_the_autumn_customer_shown_on_the_billing_page(autumn_emulator, client):
+    page = sign_up(client).content.decode()
     row = Customer.objects.get(user__username="newbie")
     assert row.state == "synced"
     assert autumn_emulator.customer(row.customer_id)["email"] == "newbie@example.com"
     assert 'id="email">newbie@example.com' in page and ">Synced</span>" in page
 
 
-def test_editing_the_profile_updates_autumn(autumn_emulator, web):
-    sign_up(web)
-    page = web.post(
+def test_editing_the_profile_updates_autumn(autumn_emulator, client):
+    sign_up(client)
+    page = client.post(
         reverse("profile"), {"first_name": "New", "last_name": "Bie", "email": "nb@example.com"}, follow=True
     )
     row = Customer.objects.get(user__username="newbie")
@@ -45,16 +41,16 @@ def test_editing_the_profile_updates_autumn(autumn_emulator, web):
     assert 'id="email">nb@example.com' in page.content.decode()
 
 
-def test_refresh_reads_the_customer_from_autumn(autumn_emulator, web):
-    sign_up(web)
+def test_refresh_reads_the_customer_from_autumn(autumn_emulator, client):
+    sign_up(client)
     row = Customer.objects.get(user__username="newbie")
     from autumn_django.client import get_client
 
     get_client().update_customer(row.customer_id, stripe_id="cus_FromStripe1")
-    page = web.post(reverse("billing-refresh"), follow=True).content.decode()
+    page = client.post(reverse("billing-refresh"), follow=True).content.decode()
     assert "Refreshed from Autumn." in page and "cus_FromStripe1" in page
 
 
-def test_pages_need_a_login(autumn_emulator, web):
-    response = web.get(reverse("billing"))
+def test_pages_need_a_login(autumn_emulator, client):
+    response = client.get(reverse("billing"))
     assert response.status_code == 302 and reverse("login") in response["Location"]
