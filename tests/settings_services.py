@@ -5,20 +5,8 @@ name, the emulator's URL and the key passed in the environment."""
 
 import os
 
-from .settings import *  # noqa: F403
+from .settings_postgres import *  # noqa: F403
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ.get("AUTUMN_TEST_PG_HOST", "127.0.0.1"),
-        "PORT": int(os.environ.get("AUTUMN_TEST_PG_PORT", "5432")),
-        "NAME": os.environ.get("AUTUMN_TEST_PG_NAME", "test"),
-        "USER": os.environ.get("AUTUMN_TEST_PG_USER", "postgres"),
-        "PASSWORD": os.environ.get("AUTUMN_TEST_PG_PASSWORD", ""),
-        # One test database per run, so two suites at once do not collide.
-        "TEST": {"NAME": f"test_autumn_django_{os.getpid()}"},
-    }
-}
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks", "django_tasks_db", "django_rq"]  # noqa: F405
 TASKS = {
     "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},

@@ -48,7 +48,7 @@ def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_la
     a failed sync re-enqueued for its next_attempt_at, and autumn_sync
     --enqueue done by a worker."""
     require(("PostgreSQL", PG))
-    run_services_tests("not rq", 4)
+    run_services_tests("not rq and not soak", 4)
 
 
 def test_the_engine_tests_pass_on_postgresql():
@@ -64,6 +64,15 @@ def test_the_engine_tests_pass_on_postgresql():
         "tests/test_properties.py",
         expected_passed=None,
     )
+
+
+def test_a_soak_with_faults_and_killed_workers_leaves_no_orphan():
+    """Two db_workers, injected 5xx/429, lost requests and replies, held
+    requests, three kill -9 and an outage while users are created, changed,
+    rolled back, deleted and re-created; then nothing is lost, duplicated,
+    stale or orphaned (benchmarks/soak.py runs it longer, repeatedly)."""
+    require(("PostgreSQL", PG))
+    run_services_tests("soak", 1)
 
 
 def test_the_rq_backend_end_to_end_on_redis():
