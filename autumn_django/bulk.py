@@ -214,9 +214,10 @@ class BulkSync:
         """``pushed_at`` on the rows about to be pushed, in one query, before
         any request: a delete that overtakes a push then knows to confirm
         itself later (see :mod:`autumn_django.sync`)."""
+        now = timezone.now()
+        rows = [row for row in rows if not (row.pushed_at and row.pushed_at > now - sync.PUSH_MARK_FRESH)]
         if not rows:
             return
-        now = timezone.now()
         Customer.objects.filter(pk__in=[row.pk for row in rows]).update(pushed_at=now)
         for row in rows:
             row.pushed_at = now

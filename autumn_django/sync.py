@@ -20,9 +20,11 @@ check, so the last push to land at Autumn always carries the newest data.
 Deletes race pushes still on the wire, and a delete must win over every push
 that started before it, however late that push lands:
 
-* a push records ``pushed_at`` before it sends anything, and clears it once
-  its answer is recorded (a failed push keeps it: a timed-out request may
-  still land);
+* ``pushed_at`` says since when a push may be on its way: a change sets it
+  when it marks the row pending (no extra query), a push that starts more
+  than :data:`PUSH_MARK_FRESH` later sets it again before it sends, and a
+  recorded answer clears it (a failed push keeps it: a timed-out request
+  may still land);
 * a pusher that made or renamed a customer and then finds its row deleting,
   gone or removed deletes what it made (:func:`_compensate`), unless a live
   row holds that id; if Autumn is down it leaves a ``gone`` row to do it;
@@ -100,7 +102,10 @@ MAX_ROUNDS = 5
 #: How long after a push started it may still land at Autumn: the client's
 #: timeouts and retries, with room to spare. A delete confirmed sooner than
 #: this after a push started is confirmed again once it has passed.
-PUSH_GRACE = timedelta(minutes=2)
+PUSH_GRACE = timedelta(minutes=5)
+#: A ``pushed_at`` this recent needs no fresh write before a push: the
+#: tombstone it may cause still outlasts the push by PUSH_GRACE less this.
+PUSH_MARK_FRESH = timedelta(minutes=1)
 
 
 @dataclass
@@ -170,7 +175,11 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     try:
         with _savepoint(using):
             return Customer.objects.using(using).create(
-                user=user, env=env, customer_id=payload.customer_id, state=Customer.State.PENDING
+                user=user,
+                env=env,
+                customer_id=payload.customer_id,
+                state=Customer.State.PENDING,
+                pushed_at=timezone.now(),
             )
     except IntegrityError:
         taken = take_over(user, env, payload.customer_id, using)
@@ -212,6 +221,7 @@ def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> 
     )
     if holder is None:
         return None
+    now = timezone.now()
     Customer.objects.using(using).filter(pk=holder.pk).update(
         user=user,
         state=Customer.State.PENDING,
@@ -219,7 +229,8 @@ def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> 
         next_attempt_at=None,
         attempts=0,
         last_error="",
-        updated=timezone.now(),
+        updated=now,
+        pushed_at=now,
     )
     return holder
 
@@ -233,8 +244,10 @@ def _row_of(user: Any, using: str) -> Customer | None:
 
 
 def _bump(row: Customer, state: str, using: str) -> Customer:
+    now = timezone.now()
+    pushing = {"pushed_at": now} if state == Customer.State.PENDING else {}
     Customer.objects.using(using).filter(pk=row.pk).update(
-        state=state, version=F("version") + 1, next_attempt_at=None, updated=timezone.now()
+        state=state, version=F("version") + 1, next_attempt_at=None, updated=now, **pushing
     )
     return row
 
@@ -420,7 +433,7 @@ def sync(
             if decision.step == Step.INVALID:
                 assert decision.error is not None
                 return _fail(row, decision.error, calls)
-            if decision.step == Step.PUSH:
+            if decision.step == Step.PUSH and not _freshly_marked(row):
                 row.pushed_at = timezone.now()
                 _require_version(row, pushed_at=row.pushed_at)
             outcome = execute(decision, client, force=forced)
@@ -463,6 +476,11 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     row.pushed_at = None
     customer_synced.send(sender=Customer, customer=row, action=outcome.action)
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
+
+
+def _freshly_marked(row: Customer) -> bool:
+    """The row's ``pushed_at`` is recent enough to stand for this push."""
+    return row.pushed_at is not None and row.pushed_at > timezone.now() - PUSH_MARK_FRESH
 
 
 def _landed(pushed_at: datetime | None) -> Any:

@@ -42,7 +42,7 @@ SWEEP_EVERY = 60.0
 #: The most rows one look re-enqueues; the next look takes the rest.
 SWEEP_LIMIT = 100
 
-_last_sweep = 0.0
+_last_sweep = time.monotonic()  # a new worker first looks after SWEEP_EVERY
 _sweep_lock = threading.Lock()
 
 
