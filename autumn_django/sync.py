@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -412,7 +413,11 @@ def sync(
     every field even when the row says Autumn has them. ``made`` is a
     customer id an earlier push for this row made or renamed to (the bulk
     engine's), to be removed if the row turns out deleted meanwhile."""
-    client = client or get_client()
+    with _one_at_a_time(customer_pk):
+        return _sync(customer_pk, client or get_client(), force, made)
+
+
+def _sync(customer_pk: int, client: AutumnClient, force: bool, made: str | None) -> SyncResult:
     env = mapping.current_env()
     calls: list[str] = []
     for _ in range(MAX_ROUNDS):
@@ -675,6 +680,49 @@ def retry_delay(attempts: int, error: Exception | None = None) -> timedelta:
     delay *= random.uniform(0.8, 1.2)
     asked = getattr(error, "retry_after", None) or 0
     return timedelta(seconds=max(delay, asked))
+
+
+#: The first key of the PostgreSQL advisory locks taken per row (the second
+#: is the row's pk), chosen not to meet other apps' locks: "autu".
+LOCK_CLASS = 0x61757475
+#: How long a sync waits for another sync of the same row before it goes
+#: ahead anyway (correctness never depends on the lock): longer than one
+#: sync takes with the client's default deadline.
+LOCK_WAIT = 90.0
+
+
+@contextmanager
+def _one_at_a_time(customer_pk: int) -> Iterator[None]:
+    """On PostgreSQL, one sync of a row at a time across every worker: a
+    session advisory lock, held across the requests (it locks no row, so
+    a user's save never waits for it). Two tasks for one row then push
+    once after the other instead of racing. Elsewhere, or in a
+    transaction, or when the wait runs out, it goes ahead unlocked: the
+    version checks keep the result right either way."""
+    connection = transaction.get_connection(Customer.objects.db)
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    key = [LOCK_CLASS, customer_pk % 2**31]
+    locked = False
+    deadline = time.monotonic() + LOCK_WAIT
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+            locked = bool(cursor.fetchone()[0])
+            if locked or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    if not locked:
+        logger.warning(
+            "Syncing mirror row %s without its lock: another sync held it %.0f s.", customer_pk, LOCK_WAIT
+        )
+    try:
+        yield
+    finally:
+        if locked:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
 
 def _savepoint(using: str) -> Any:

@@ -5,8 +5,10 @@ on the machine's speed. Also run on PostgreSQL (test_services.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -19,6 +21,14 @@ from autumn_django.sync import Action
 
 # Two threads work on the database at once, as two workers would.
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_row_lock(monkeypatch):
+    """On PostgreSQL one sync of a row runs at a time (an advisory lock),
+    which would keep these races from happening at all; correctness must
+    not depend on it, so here two syncs of one row do overlap."""
+    monkeypatch.setattr(sync, "_one_at_a_time", lambda pk: contextlib.nullcontext())
 
 
 class Worker(threading.Thread):
@@ -237,3 +247,25 @@ def test_a_row_changed_recently_is_not_taken_for_lost(autumn_emulator, django_us
         fresh = django_user_model.objects.create_user("fresh", "fresh@example.com", "x")
     sync.mark_changed(fresh)
     assert tasks.recover_stale(force=True) == 0
+
+
+def test_on_postgresql_two_syncs_of_one_row_run_one_after_the_other(autumn_emulator, user, monkeypatch):
+    """Where the database allows it, a second sync of a row waits for the
+    first, so their pushes never race: one update, not two."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; elsewhere the version checks alone keep it right")
+    monkeypatch.undo()  # the real lock
+    row = change(user, email="one@example.com")
+    held = autumn_emulator.hold_next("customers.update")
+    first = Worker(row.pk)
+    first.start()
+    held.wait()
+    second = Worker(row.pk)
+    second.start()
+    time.sleep(0.3)  # the second sync is now waiting for the row, not pushing
+    held.release()
+    assert first.finish().action == Action.UPDATED
+    assert second.finish().action == Action.UNCHANGED
+    assert len(autumn_emulator.requests("customers.update")) == 1

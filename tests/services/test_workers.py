@@ -77,12 +77,14 @@ def queue_drained():
     return not DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).exists()
 
 
-def test_an_older_push_landing_after_a_newer_one_is_pushed_over(
+def test_a_change_saved_while_a_push_is_on_the_wire_is_pushed_after_it(
     autumn_emulator_server, django_user_model, settings
 ):
     """Worker A pushes email 1 and its request is held on the wire; meanwhile
-    the user saves email 2 and worker B pushes it. A's push lands last, then
-    A sees the row changed under it and pushes the latest again."""
+    the user saves email 2. On PostgreSQL worker B waits for A's sync of the
+    row (an advisory lock) instead of overtaking it, so email 2 lands last.
+    Without the lock the version check puts it right (tests/test_races.py
+    and the next test exercise that path)."""
     emulator = autumn_emulator_server.emulator
     workers = start_db_workers(autumn_emulator_server, settings)
     try:
@@ -100,8 +102,8 @@ def test_an_older_push_landing_after_a_newer_one_is_pushed_over(
     finally:
         errors = stop(workers)
     updates = [entry.body.get("email") for entry in emulator.requests("customers.update")]
-    assert updates[:2] == ["race-2@example.com", "race-1@example.com"], (updates, errors)  # B landed first
-    assert updates[-1] == "race-2@example.com"  # A pushed the latest over its own stale one
+    assert updates[:2] == ["race-1@example.com", "race-2@example.com"], (updates, errors)  # B waited for A
+    assert updates[-1] == "race-2@example.com"
     assert emulator.customer(str(user.pk))["email"] == "race-2@example.com"
     row = Customer.objects.get(user=user)
     assert (row.state, row.email) == ("synced", "race-2@example.com")
