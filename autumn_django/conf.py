@@ -14,6 +14,8 @@ the secret key (nor any part of it) or the credentials in a ``BASE_URL``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import math
@@ -64,6 +66,11 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMITS": None,
     # --- admin ---
     "ADMIN_TIMEOUT": (2.0, 5.0),  # (connect, read) for the admin's requests: a page must not hang
+    # --- webhooks from Autumn ---
+    # The signing secrets ("whsec_...") a delivery may be signed with: the
+    # endpoint's, and during a rotation the old one too. Empty: the webhook
+    # endpoint refuses every delivery.
+    "WEBHOOK_SECRETS": (),
 }
 
 #: Settings that name a function: a callable or its dotted import path.
@@ -97,6 +104,7 @@ class AutumnSettings:
     #: Calls a second per route, or None for no pacing (``RATE_LIMITS = False``).
     rate_limits: dict[str, float] | None = field(default=None, compare=False)
     admin_timeout: Timeout = (2.0, 5.0)
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def env(self) -> contract.Env:
@@ -271,6 +279,7 @@ def _build() -> AutumnSettings:
         retry_max_delay=float(values["RETRY_MAX_DELAY"]),
         rate_limits=None if limits is False else rate_limits(values["API_VERSION"], limits),
         admin_timeout=normalize_timeout(values["ADMIN_TIMEOUT"]),
+        webhook_secrets=tuple(values["WEBHOOK_SECRETS"]),
     )
 
 
@@ -629,6 +638,28 @@ def _check_rate_limits(value: Any, name: str) -> list[Problem]:
     return found
 
 
+def _check_webhook_secrets(value: Any, name: str) -> list[Problem]:
+    hint = "Copy each signing secret from Autumn's dashboard (Developer > Webhooks): whsec_ and base64."
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        return [Problem(name, f"must be a list of signing secrets, not {_type_name(value)}.", hint)]
+    for position, secret in enumerate(value):
+        if not (isinstance(secret, str) and webhook_secret_is_valid(secret)):
+            # Never shown: a secret, even a malformed one, stays out of messages.
+            return [Problem(name, f"holds a malformed signing secret (item {position}).", hint)]
+    return []
+
+
+def webhook_secret_is_valid(secret: str) -> bool:
+    """``whsec_`` and non-empty base64, nothing around it."""
+    body = secret.removeprefix("whsec_")
+    if body == secret or not body or body != body.strip():
+        return False
+    try:
+        return bool(base64.b64decode(body + "=" * (-len(body) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        return False
+
+
 _CHECKS: tuple[tuple[str, Callable[[Any, str], list[Problem]]], ...] = (
     ("SECRET_KEY", _check_secret_key),
     ("BASE_URL", _check_base_url),
@@ -648,4 +679,5 @@ _CHECKS: tuple[tuple[str, Callable[[Any, str], list[Problem]]], ...] = (
     ("RATE_LIMITS", _check_rate_limits),
     ("RETRY_DELAY", _check_retry_delay),
     ("RETRY_MAX_DELAY", _check_retry_delay),
+    ("WEBHOOK_SECRETS", _check_webhook_secrets),
 )

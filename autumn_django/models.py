@@ -183,3 +183,37 @@ class RemoteCustomer(models.Model):
         verbose_name = "Autumn customer"
         verbose_name_plural = "Autumn customers"
         default_permissions = ("view", "delete")
+
+
+class WebhookEvent(models.Model):
+    """One delivery from Autumn (through Svix), stored before it is
+    processed, so a delivery is acknowledged at once and never lost: the
+    processing task works from this row, and retries it when it fails.
+
+    ``svix_id`` is the same on every retry of one message, so it is unique:
+    a repeated delivery finds its row and does nothing.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        PROCESSED = "processed"
+        FAILED = "failed"
+        IGNORED = "ignored"  # a type autumn-django does not know: stored and acknowledged
+
+    svix_id = models.CharField(max_length=255, unique=True, help_text="Svix's message id (svix-id).")
+    type = models.CharField(max_length=100)
+    customer_id = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    payload = models.JSONField(help_text="The delivery's body, as Autumn sent it.")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    state = models.CharField(max_length=9, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Autumn webhook event"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="autumn_webhook_outbox")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.customer_id or '-'} ({self.state})"

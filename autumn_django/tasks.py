@@ -19,14 +19,15 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from . import conf, sync
+from . import conf, sync, webhooks
 from .bulk import BulkSync
 from .client import bulk_client
 from .compat import TaskResultStatus, task
 from .exceptions import SyncFailed
-from .models import Customer
+from .models import Customer, WebhookEvent
 
 logger = logging.getLogger("autumn_django.tasks")
 
@@ -55,6 +56,17 @@ def sync_customer(customer_pk: int) -> dict[str, Any]:
         schedule_retry(customer_pk, result.retry_at)
     recover_stale()
     return result.as_dict()
+
+
+@task()
+def process_webhook_event(event_pk: int) -> dict[str, Any]:
+    """Process one stored webhook event; on a failure, enqueue itself again
+    for the event's ``next_attempt_at`` where the backend can defer."""
+    event = webhooks.process(event_pk)
+    if event is not None and event.state == WebhookEvent.State.FAILED and event.next_attempt_at:
+        schedule_retry(event_pk, event.next_attempt_at, process_webhook_event)
+    recover_stale()
+    return {"event": event_pk, "state": event.state if event else None}
 
 
 @task()
@@ -92,20 +104,34 @@ def _enqueue(customer_pk: int) -> None:
             raise SyncFailed(error or "the Autumn sync task failed")
 
 
-def schedule_retry(customer_pk: int, when: datetime) -> bool:
-    """Enqueue a retry for ``when`` if the backend can defer; else the row
-    waits for ``autumn_sync --retry``. Returns whether it was enqueued."""
-    task_ = configured()
-    if not task_.get_backend().supports_defer:
+def schedule_retry(pk: int, when: datetime, task_: Any = None) -> bool:
+    """Enqueue ``task_`` (default: sync_customer) again for ``when`` if the
+    backend can defer; else the work waits for ``autumn_sync --retry``.
+    Returns whether it was enqueued."""
+    configured_task = configured(task_)
+    if not configured_task.get_backend().supports_defer:
         return False
-    task_.using(run_after=when).enqueue(customer_pk)
+    configured_task.using(run_after=when).enqueue(pk)
     return True
 
 
-def recover_stale(*, force: bool = False) -> int:
-    """Enqueue again the rows whose task died (see :data:`STALE_AFTER`).
+def enqueue_webhook_after_commit(event: WebhookEvent) -> None:
+    """Process ``event`` in a task once the transaction that stored it commits."""
+    transaction.on_commit(partial(_enqueue_webhook, event.pk))
 
-    Every worker runs this after a sync task of its own, at most once a
+
+def _enqueue_webhook(event_pk: int) -> None:
+    with sync.errors_logged(
+        "Could not enqueue Autumn webhook event %s; a worker's next sweep will.", event_pk
+    ):
+        configured(process_webhook_event).enqueue(event_pk)
+
+
+def recover_stale(*, force: bool = False) -> int:
+    """Enqueue again the rows and webhook events whose task died (see
+    :data:`STALE_AFTER`), and failed webhook events whose retry is due.
+
+    Every worker runs this after a task of its own, at most once a
     :data:`SWEEP_EVERY` per process, so recovery needs no cron entry as
     long as the site syncs anything at all; ``autumn_sync --retry`` from
     cron covers a site that is otherwise idle. Returns how many it enqueued.
@@ -126,6 +152,17 @@ def recover_stale(*, force: bool = False) -> int:
     for pk in pks:
         with sync.errors_logged("Could not enqueue the recovery of mirror row %s.", pk):
             configured().enqueue(pk)
-    if pks:
-        logger.info("Re-enqueued %d Autumn sync(s) whose task was lost.", len(pks))
-    return len(pks)
+    events = list(
+        WebhookEvent.objects.filter(
+            Q(state=WebhookEvent.State.PENDING, received_at__lt=cutoff)
+            | Q(state=WebhookEvent.State.FAILED, next_attempt_at__lte=timezone.now())
+        )
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    for pk in events:
+        with sync.errors_logged("Could not enqueue the processing of Autumn webhook event %s.", pk):
+            configured(process_webhook_event).enqueue(pk)
+    if pks or events:
+        logger.info("Re-enqueued %d Autumn sync(s) and %d webhook event(s).", len(pks), len(events))
+    return len(pks) + len(events)

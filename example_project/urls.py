@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("billing/", views.billing, name="billing"),
     path("billing/refresh/", views.refresh, name="billing-refresh"),
     path("admin/", admin.site.urls),
+    path("autumn/", include("autumn_django.urls")),  # Autumn's webhooks: /autumn/webhooks/
 ]
