@@ -4,6 +4,9 @@ package (a ``pytest11`` entry point), so a suite needs no conftest to use them.
 * ``autumn_emulator``: an :class:`~autumn_django.emulator.Emulator` that
   answers every request to Autumn's URL in-process, with ``settings.AUTUMN``
   pointed at it for the test.
+  ``autumn_emulator.add_webhook(path, secret,
+  transport=autumn_django.testing.django_transport())`` delivers its
+  webhook events to the site in-process, in the test's thread.
 * ``autumn_emulator_server``: the same behind a real HTTP server on a free
   port (``.url``, ``.emulator``), for tests that need a socket.
 * ``autumn_hostile_server``: a :class:`~autumn_django.testing.HostileServer`

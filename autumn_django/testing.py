@@ -18,6 +18,15 @@ A third fixture, ``autumn_hostile_server`` (:func:`hostile_server` outside
 pytest), is a :class:`HostileServer`: a local server that answers as the test
 picks, slowly (a drip feed), hugely, malformed or wrongly typed, to test
 that a slow or broken Autumn cannot hang or corrupt a site.
+
+Webhooks: the emulator sends the events of its billing changes (and any
+``send_event``) signed as Svix signs them. :func:`django_transport` hands
+them to the site in-process, through Django's test client, in the test's
+thread (so in its database transaction)::
+
+    secret = make_webhook_secret()
+    autumn_emulator.add_webhook("/autumn/webhooks/", secret, transport=django_transport())
+    autumn_emulator.attach("42", "pro")  # the view has run when this returns
 """
 
 from __future__ import annotations
@@ -37,18 +46,22 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from . import contract
 from .emulator import Emulator, EmulatorServer
+from .emulator.webhooks import Transport, make_webhook_secret
 
 __all__ = [
     "HostileRequest",
     "HostileServer",
+    "django_transport",
     "emulate",
     "hostile_server",
     "make_secret_key",
+    "make_webhook_secret",
     "override_autumn_settings",
     "serve",
 ]
@@ -75,25 +88,57 @@ def override_autumn_settings(**values: Any) -> Iterator[None]:
         yield
 
 
+def django_transport(client: Any = None) -> Transport:
+    """A webhook transport for :meth:`Emulator.add_webhook
+    <autumn_django.emulator.Emulator.add_webhook>` that POSTs each attempt
+    through Django's test client (``client``, or a new ``Client()``) to the
+    endpoint URL's path, with the ``svix-*`` headers, and returns the status.
+    An exception raised by the view is recorded as the attempt's error (and
+    retried, as a 500 would be)."""
+    from django.test import Client
+
+    client = client or Client()
+
+    def send(url: str, headers: Any, body: bytes) -> int:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        sent = {name: value for name, value in headers.items() if name.lower() != "content-type"}
+        response = client.post(path, data=body, content_type="application/json", headers=sent)
+        return int(response.status_code)
+
+    return send
+
+
 @contextmanager
 def emulate(
     emulator: Emulator | None = None,
     *,
     base_url: str = contract.BASE_URL,
     secret_key: str | None = None,
+    webhook_path: str | None = None,
+    webhook_secret: str | None = None,
 ) -> Iterator[Emulator]:
     """Answer requests for ``base_url`` from ``emulator`` (a new one by
-    default) and point ``settings.AUTUMN`` at it with ``secret_key`` (a new
-    sandbox key by default). Requests to other hosts pass through."""
+    default, closed at the end) and point ``settings.AUTUMN`` at it with
+    ``secret_key`` (a new sandbox key by default). Requests to other hosts
+    pass through. With ``webhook_path``, the emulator's events are delivered
+    to the site at that path in-process (:func:`django_transport`), signed
+    with ``webhook_secret`` (a new one by default: see
+    ``emulator.webhooks.endpoints``)."""
     try:
         import responses
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError(
             "autumn_django.testing.emulate needs the 'responses' package: pip install 'autumn-django[test]'"
         ) from None
+    owned = emulator is None
     emulator = emulator or Emulator()
     base_url = base_url.rstrip("/")
     secret_key = secret_key or make_secret_key()
+    if webhook_path is not None:
+        emulator.add_webhook(
+            webhook_path, webhook_secret or make_webhook_secret(), transport=django_transport()
+        )
 
     def answer(request: Any) -> Any:
         path = request.path_url
@@ -110,8 +155,12 @@ def emulate(
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             mock.add_callback(method, own, callback=answer)
         mock.add_passthru(re.compile(r"^(?!" + re.escape(base_url) + r"(/|$))"))
-        with override_autumn_settings(SECRET_KEY=secret_key, BASE_URL=base_url):
-            yield emulator
+        try:
+            with override_autumn_settings(SECRET_KEY=secret_key, BASE_URL=base_url):
+                yield emulator
+        finally:
+            if owned:
+                emulator.close()  # stops its webhook sender: no retry outlives the test
 
 
 @contextmanager

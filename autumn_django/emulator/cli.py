@@ -10,6 +10,7 @@ from typing import Any
 from .. import contract
 from .core import Emulator, Plan
 from .server import EmulatorServer
+from .webhooks import SVIX_SCHEDULE, check_url, make_webhook_secret, signer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer this fraction of requests with a 503 (0 to 1)",
     )
     parser.add_argument("--data", metavar="FILE", help="keep customers in this JSON file across restarts")
+    parser.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="send billing events here, signed and retried as Svix does (only to this URL)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        metavar="whsec_...",
+        help="the webhook signing secret (default: a new one, printed at start)",
+    )
+    parser.add_argument(
+        "--webhook-speedup",
+        type=float,
+        default=1000,
+        metavar="N",
+        help="Svix's retry schedule (0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) divided by N "
+        "(default %(default)g; 1 for the real one)",
+    )
 
 
 def build_emulator(options: argparse.Namespace) -> Emulator:
@@ -57,6 +76,24 @@ def build_emulator(options: argparse.Namespace) -> Emulator:
         raise SystemExit("--fail-rate must be between 0 and 1")
     if contract.parse_api_version(options.api_version) is None:
         raise SystemExit(f"--api-version {options.api_version!r} is not an Autumn API version")
+    url = getattr(options, "webhook_url", None)
+    secret = getattr(options, "webhook_secret", None)
+    speedup = getattr(options, "webhook_speedup", 1000)
+    if secret is not None and url is None:
+        raise SystemExit("--webhook-secret needs --webhook-url")
+    if url is not None:
+        secret = secret or make_webhook_secret()
+        options.webhook_secret = secret
+        try:
+            check_url(url)
+        except ValueError as problem:
+            raise SystemExit(f"--webhook-url: {problem}") from None
+        try:
+            signer(secret)
+        except ValueError as problem:
+            raise SystemExit(f"--webhook-secret: {problem}") from None
+    if not speedup > 0:
+        raise SystemExit("--webhook-speedup must be more than 0")
     return Emulator(
         secret_keys=options.secret_keys,
         default_api_version=options.api_version,
@@ -67,6 +104,9 @@ def build_emulator(options: argparse.Namespace) -> Emulator:
         latency_jitter_ms=options.latency_jitter_ms,
         fail_rate=options.fail_rate,
         data_file=options.data,
+        webhook_url=url,
+        webhook_secret=secret,
+        webhook_schedule=[wait / speedup for wait in SVIX_SCHEDULE],
     )
 
 
@@ -79,6 +119,8 @@ def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
         f"x-api-version is sent{'; rate limits on' if options.rate_limits else ''}). "
         "Ctrl-C stops it.\n"
     )
+    if getattr(options, "webhook_url", None):
+        out.write(f"Webhooks to {options.webhook_url}, signed with {options.webhook_secret}\n")
     out.flush()
     try:
         server.serve_forever()
@@ -92,7 +134,7 @@ def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m autumn_django.emulator",
-        description="A local emulator of Autumn's customers API.",
+        description="A local emulator of Autumn's customers API (and billing.attach, with webhooks).",
     )
     add_arguments(parser)
     serve(parser.parse_args(argv))

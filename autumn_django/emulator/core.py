@@ -11,8 +11,10 @@ benchmarks.
 ``wire`` (responses and error bodies), ``store`` (the customers and their data
 file), ``validation`` (zod's rules and wording), ``access`` (key, version,
 rate limits, idempotency, scopes), ``routes`` (the five handlers) and
-``faults`` (what we inject). Where the contract is silent, each part's
-docstring notes the choice made.
+``faults`` (what we inject), with ``billing`` (plans attached, canceled and
+expired) and ``webhooks`` (the events those send, signed and retried as
+Svix does). Where the contract is silent, each part's docstring notes the
+choice made.
 """
 
 from __future__ import annotations
@@ -21,18 +23,31 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import contract
-from . import access, routes
+from . import access, billing, routes
 from .access import IdempotencyKeys, Keys, RateLimiter
+from .billing import BillingError
 from .faults import Faults, Hold
 from .store import Plan, Store, detached
+from .webhooks import COMPRESSED_SCHEDULE, Delivery, Endpoint, Message, Transport, Webhooks
 from .wire import PLAIN_TEXT_429, JSONDict, LoggedRequest, Refusal, Response, parse_body
 
-__all__ = ["PLAIN_TEXT_429", "Emulator", "JSONDict", "LoggedRequest", "Plan", "Response"]
+__all__ = [
+    "PLAIN_TEXT_429",
+    "BillingError",
+    "Delivery",
+    "Emulator",
+    "Endpoint",
+    "JSONDict",
+    "LoggedRequest",
+    "Message",
+    "Plan",
+    "Response",
+]
 
 
 class Emulator:
@@ -47,6 +62,11 @@ class Emulator:
     as they do on a real network; ``fail_rate`` answers that fraction of
     requests with ``fail_status`` (one status, or several picked at random).
     ``data_file`` keeps the customers across restarts.
+
+    ``webhook_url`` (with ``webhook_secret``, ``whsec_...``) receives the
+    events that billing changes send, signed as Svix signs them and retried
+    on ``webhook_schedule`` (the wait before each attempt, in seconds;
+    Svix's divided by 1000 by default); :meth:`add_webhook` adds more.
     """
 
     def __init__(
@@ -65,6 +85,10 @@ class Emulator:
         clock: Callable[[], float] = time.time,
         log_size: int = 10_000,
         seed: int | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        webhook_schedule: Sequence[float] = COMPRESSED_SCHEDULE,
+        webhook_timeout: float = 5.0,
     ) -> None:
         if contract.parse_api_version(default_api_version) is None:
             raise ValueError(f"{default_api_version!r} is not an Autumn API version")
@@ -88,6 +112,12 @@ class Emulator:
             self.add_plan(plan)
         for plan_id in default_plans:
             self.add_plan(Plan(plan_id, default=True))
+        #: The webhook sender: endpoints, messages, every delivery attempt.
+        self.webhooks = Webhooks(schedule=webhook_schedule, timeout=webhook_timeout)
+        if webhook_url is not None or webhook_secret is not None:
+            if not webhook_url or not webhook_secret:
+                raise ValueError("webhook_url and webhook_secret go together (see make_webhook_secret())")
+            self.add_webhook(webhook_url, webhook_secret)
 
     def _now(self) -> float:
         return self.clock()  # read on each call, so a clock set later is used
@@ -142,8 +172,30 @@ class Emulator:
         chooses, whatever the machine's speed."""
         return self._faults.hold_next(route, timeout=timeout)
 
+    def add_webhook(
+        self,
+        url: str,
+        secret: str,
+        *,
+        transport: Transport | None = None,
+        synchronous: bool | None = None,
+        env: str | None = None,
+    ) -> Endpoint:
+        """Send every later event to ``url`` (only those of ``env`` when
+        given), signed with ``secret`` (``whsec_`` + base64).
+
+        By default the URL must be http(s) and events go out from a
+        background thread. A ``transport`` (``(url, headers, body) ->
+        status``, e.g. :func:`autumn_django.testing.django_transport`)
+        delivers them instead, in the thread that caused the event unless
+        ``synchronous=False``.
+        """
+        return self.webhooks.add(url, secret, transport=transport, synchronous=synchronous, env=env)
+
     def reset(self) -> None:
-        """Forget customers, requests, counters, windows and scripted failures."""
+        """Forget customers, requests, counters, windows, scripted failures,
+        webhook messages and deliveries (plans and endpoints stay)."""
+        self.webhooks.clear()
         with self._lock:
             self._store.clear()
             self._limiter.clear()
@@ -201,6 +253,75 @@ class Emulator:
             self._store.changed()
             return detached(self._store.public(record))
 
+    # --- billing and its events -------------------------------------------------
+
+    def attach(self, customer_id: str, plan_id: str, env: str = "sandbox") -> JSONDict:
+        """Attach a plan to a customer, active at once, as ``billing.attach``
+        does; the customer. Sends ``billing.updated`` (``activated``) and
+        ``customer.products.updated`` (``new``). :class:`BillingError` (404
+        ``customer_not_found``/``product_not_found``, 409
+        ``plan_already_attached``) as the route would answer."""
+        return self._billing(billing.attach, env, customer_id, plan_id)
+
+    def cancel(
+        self, customer_id: str, plan_id: str, *, immediately: bool = False, env: str = "sandbox"
+    ) -> JSONDict:
+        """Cancel a customer's subscription: active until the end of its
+        period (``billing.updated`` ``updated``), or ``immediately`` expired
+        (``expired``); the customer. 404 ``cus_product_not_found`` when the
+        customer does not hold the plan."""
+        return self._billing(billing.cancel, env, customer_id, plan_id, immediately=immediately)
+
+    def expire(self, customer_id: str, plan_id: str, env: str = "sandbox") -> JSONDict:
+        """End a customer's subscription (or one-off purchase) now: ``status:
+        "expired"``, ``billing.updated`` ``expired``; the customer."""
+        return self._billing(billing.expire, env, customer_id, plan_id)
+
+    def _billing(self, operation: Callable[..., JSONDict], *args: Any, **kwargs: Any) -> JSONDict:
+        with self._lock:
+            try:
+                customer = detached(self._store.public(operation(self._store, *args, **kwargs)))
+            finally:
+                events = self._store.take_events()
+        self._publish(events)
+        return customer
+
+    def _publish(self, events: list[tuple[str, str, JSONDict]]) -> None:
+        for env, event_type, data in events:
+            self.webhooks.publish(event_type, data, env)
+
+    def send_event(self, event_type: str, data: JSONDict, env: str = "sandbox") -> Message:
+        """Send any event (``{"type": event_type, "data": data}``) to the
+        endpoints, as a new message; the message (``.id`` is its svix-id)."""
+        return self.webhooks.publish(event_type, data, env)
+
+    def replay(self, message_id: str) -> Message:
+        """Send a message again, as Svix's resend does: the same ``svix-id``
+        and body, a new timestamp and signature (to test a receiver's dedupe)."""
+        return self.webhooks.replay(message_id)
+
+    @property
+    def messages(self) -> list[Message]:
+        """Every webhook message sent (not each attempt), oldest first."""
+        return self.webhooks.messages
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Every webhook delivery attempt: message id, type, url, attempt,
+        status or error, time."""
+        return self.webhooks.deliveries
+
+    def wait_for_deliveries(self, count: int | None = None, timeout: float = 5.0) -> list[Delivery]:
+        """Wait until ``count`` delivery attempts have been made (None: until
+        no attempt is due on the sender's thread); every attempt so far.
+        TimeoutError after ``timeout`` seconds."""
+        return self.webhooks.wait_for(count, timeout)
+
+    def retry_webhooks(self) -> list[Delivery]:
+        """Make now, in this thread, the next attempt of each message a
+        synchronous endpoint (an in-process transport) failed to take."""
+        return self.webhooks.retry_now()
+
     def use_up_rate_limit(
         self,
         limit: str,
@@ -242,6 +363,7 @@ class Emulator:
         route = routes.resolve(path)
         env: str | None = None
         version_text: str | None = None
+        events: list[tuple[str, str, JSONDict]] = []
         try:
             parsed = parse_body(body)
             if route is None or method.upper() != "POST":
@@ -253,14 +375,20 @@ class Emulator:
             version_text = lower.get("x-api-version") or self.default_api_version
             version = access.api_version(version_text, env)
             with self._lock:
-                limit_headers = self._limiter.check(route, version, env, parsed) if self.rate_limits else {}
-                self._idempotency.check(lower.get("idempotency-key"), env)
-                access.check_scopes(route, scopes, env)
-                response = routes.dispatch(self._store, route, version, env, parsed)
-                response.headers.update(limit_headers)
+                try:
+                    limit_headers = (
+                        self._limiter.check(route, version, env, parsed) if self.rate_limits else {}
+                    )
+                    self._idempotency.check(lower.get("idempotency-key"), env)
+                    access.check_scopes(route, scopes, env)
+                    response = routes.dispatch(self._store, route, version, env, parsed)
+                    response.headers.update(limit_headers)
+                finally:
+                    events = self._store.take_events()
         except Refusal as refusal:
             response = refusal.response
         self._record(method, path, route, response, env, version_text, lower, body)
+        self._publish(events)  # queued for the sender's thread (or delivered, by an in-process transport)
         if delay:
             time.sleep(delay / 2)
         return response
@@ -297,5 +425,7 @@ class Emulator:
         self._store.save()
 
     def close(self) -> None:
-        """Stop the background saver, saving what is unsaved."""
+        """Stop the background saver, saving what is unsaved, and the webhook
+        sender (attempts not yet made are dropped)."""
+        self.webhooks.close()
         self._store.close()

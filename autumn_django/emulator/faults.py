@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import contract
+from .billing import ROUTES as BILLING_ROUTES
 from .wire import Response, failure_response
 
 
@@ -173,5 +174,6 @@ def _take(script: list[_S], route: str) -> _S | None:
 
 
 def _check_route(route: str | None) -> None:
-    if route is not None and route not in contract.ROUTES:
-        raise ValueError(f"Unknown route {route!r}; one of {', '.join(contract.ROUTES)}")
+    routes = (*contract.ROUTES, *BILLING_ROUTES)
+    if route is not None and route not in routes:
+        raise ValueError(f"Unknown route {route!r}; one of {', '.join(routes)}")

@@ -1,4 +1,5 @@
-"""Autumn's five customers routes, each a function of the store and a body.
+"""Autumn's five customers routes (and ``billing.attach``, in
+:mod:`.billing`), each a function of the store and a body.
 
 A handler validates the body, reads or writes the store and returns the JSON
 Autumn would answer, or raises :class:`~.wire.Refusal` with Autumn's error.
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from .. import contract
 from ..contract import UNSET, ApiVersion
+from . import billing
 from .store import Store, decode_cursor, encode_cursor, position, processors, random_id
 from .validation import Validator, matcher
 from .wire import JSONDict, Refusal, Response, error_response, json_response
@@ -32,9 +34,9 @@ def route_name(path: str) -> str:
 
 
 def resolve(path: str) -> str | None:
-    """The customers route served at ``path``, or None."""
+    """The route served at ``path`` (a customers or billing route), or None."""
     name = route_name(path)
-    return name if path.startswith("/v1/") and name in contract.ROUTES else None
+    return name if path.startswith("/v1/") and name in HANDLERS else None
 
 
 def unknown_route(method: str, path: str) -> Response:
@@ -42,7 +44,7 @@ def unknown_route(method: str, path: str) -> Response:
     name = route_name(path)
     if name in contract.RENAMED_ROUTES:
         hint = f" Autumn renamed it: use POST {contract.path(contract.RENAMED_ROUTES[name])}."
-    elif name in contract.ROUTES:
+    elif name in HANDLERS:
         hint = f" {name} is served for POST only."
     else:
         hint = f" The customers routes are {', '.join(map(contract.path, contract.ROUTES))}."
@@ -251,4 +253,5 @@ HANDLERS: dict[str, Handler] = {
     contract.LIST: list_customers,
     contract.UPDATE: update_customer,
     contract.DELETE: delete_customer,
+    billing.ATTACH: billing.attach_plan,
 }

@@ -36,13 +36,15 @@ _SAVE_PIECE = 200  # records serialized per hold of the lock
 
 @dataclass
 class Plan:
-    """A plan that exists at Autumn; ``default`` ones go to every new customer."""
+    """A plan that exists at Autumn; ``default`` ones go to every new customer.
+    A ``one_off`` plan is bought (a purchase), not subscribed to."""
 
     id: str
     name: str | None = None
     default: bool = False
     add_on: bool = False
     version: int = 1
+    one_off: bool = False
 
 
 def random_id(prefix: str, length: int = 24) -> str:
@@ -106,6 +108,8 @@ class Store:
         self._seq = 0
         self._generation = 0  # bumped when customers come or go; keys the sorted cache
         self._sorted_cache: dict[str, tuple[int, list[JSONDict]]] = {}
+        # Events the last writes caused, (env, type, data), for the emulator to send.
+        self.outbox: list[tuple[str, str, JSONDict]] = []
         self._data_file = Path(data_file) if data_file else None
         self._dirty = threading.Event()
         self._closed = threading.Event()
@@ -173,12 +177,12 @@ class Store:
             elif item in ("subscriptions.plan", "purchases.plan"):
                 key = item.split(".")[0]
                 customer[key] = [
-                    {**entry, "plan": self._plan_object(entry["plan_id"], record["env"])}
+                    {**entry, "plan": self.plan_object(entry["plan_id"], record["env"])}
                     for entry in customer[key]
                 ]
         return customer
 
-    def _plan_object(self, plan_id: str, env: str) -> JSONDict:
+    def plan_object(self, plan_id: str, env: str) -> JSONDict:
         plan = self.plans.get(plan_id) or Plan(plan_id)
         return {
             "id": plan.id,
@@ -219,29 +223,30 @@ class Store:
                 self.attach(record, plan, auto_enable=True)
         return record
 
-    def attach(self, record: JSONDict, plan: Plan, *, auto_enable: bool) -> None:
-        """Subscribe a customer to ``plan`` (once)."""
-        if any(sub["plan_id"] == plan.id for sub in record["subscriptions"]):
-            return
+    def attach(self, record: JSONDict, plan: Plan, *, auto_enable: bool) -> JSONDict | None:
+        """Subscribe a customer to ``plan`` (once: an expired subscription
+        does not count); the new subscription, or None when one was there."""
+        if any(sub["plan_id"] == plan.id and sub["status"] != "expired" for sub in record["subscriptions"]):
+            return None
         now = int(self.clock() * 1000)
-        record["subscriptions"].append(
-            {
-                "id": random_id("cus_prod_", 16),
-                "plan_id": plan.id,
-                "auto_enable": auto_enable,
-                "add_on": plan.add_on,
-                "status": "active",
-                "past_due": False,
-                "canceled_at": None,
-                "expires_at": None,
-                "trial_ends_at": None,
-                "started_at": now,
-                "current_period_start": None,
-                "current_period_end": None,
-                "quantity": 1,
-                "scope": "customer",
-            }
-        )
+        subscription: JSONDict = {
+            "id": random_id("cus_prod_", 16),
+            "plan_id": plan.id,
+            "auto_enable": auto_enable,
+            "add_on": plan.add_on,
+            "status": "active",
+            "past_due": False,
+            "canceled_at": None,
+            "expires_at": None,
+            "trial_ends_at": None,
+            "started_at": now,
+            "current_period_start": None,
+            "current_period_end": None,
+            "quantity": 1,
+            "scope": "customer",
+        }
+        record["subscriptions"].append(subscription)
+        return subscription
 
     def set_id(self, env: str, record: JSONDict, customer_id: str) -> None:
         self.unindex_idless(env, record)
@@ -279,8 +284,18 @@ class Store:
             self._generation += 1
         self._dirty.set()
 
+    def emit(self, env: str, event_type: str, data: JSONDict) -> None:
+        """Note an event for the emulator to send once the write is done."""
+        self.outbox.append((env, event_type, detached(data)))
+
+    def take_events(self) -> list[tuple[str, str, JSONDict]]:
+        """The events noted since the last call, oldest first."""
+        events, self.outbox = self.outbox, []
+        return events
+
     def clear(self) -> None:
-        """Forget every customer (the plans stay)."""
+        """Forget every customer and unsent event (the plans stay)."""
+        self.outbox.clear()
         for env in self._records:
             self._records[env].clear()
             self._by_id[env].clear()
