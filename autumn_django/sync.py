@@ -588,7 +588,7 @@ def _send(
         rename = payload.customer_id != row.customer_id
         changes = dict(payload.fields) if force else differences(payload.fields, row.data or {})
         if not changes and not rename:
-            return row.data or {}, Action.UPDATED
+            return row.data or {}, Action.UNCHANGED  # no call: Autumn already holds it
         if rename:
             changes["new_customer_id"] = payload.customer_id
         try:

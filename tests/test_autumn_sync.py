@@ -280,7 +280,7 @@ def test_retry_takes_only_the_rows_due(autumn_emulator):
     Customer.objects.filter(user=users[3]).update(state="pending", payload_hash="")
     assert sorted(Customer.objects.outbox().values_list("user_id", flat=True)) == [users[0].pk, users[3].pk]
     output = run("--retry")
-    assert "updated 2" in output
+    assert "unchanged 2" in output  # Autumn held them already: no call was needed
     states = dict(Customer.objects.values_list("user_id", "state"))
     assert [states[u.pk] for u in users] == ["synced", "failed", "failed", "synced"]
 
@@ -410,3 +410,17 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
         progress.finish()
     assert terminal.getvalue().count("\r[") == 2 and "10/10 100%" in terminal.getvalue()
     assert log.getvalue().count("\n") == 1 and "10/10" in log.getvalue() and "failed 1" in log.getvalue()
+
+
+def test_a_push_that_makes_no_call_is_reported_unchanged_not_updated(autumn_emulator):
+    """After "Refresh from Autumn" (the payload hash cleared), a push finds
+    Autumn holding every field: no request, and it says so."""
+    from autumn_django import sync
+
+    users = existing_users(1)
+    run()
+    row = Customer.objects.get(user=users[0])
+    sync.refresh(row)
+    output = run()
+    assert "unchanged 1" in output and "updated 0" in output
+    assert "API calls: customers.get 1" not in output and "API calls: none" in output
