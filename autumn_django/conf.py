@@ -439,6 +439,9 @@ def secret_key_problem(key: object) -> str | None:
         return "could not be read as a string."
 
 
+_VALID_KEY = "a valid one is am_sk_test_ or am_sk_live_ followed by 42 letters and digits"
+
+
 def _secret_key_problem(key: object) -> str | None:
     if key is None:
         return "is missing."
@@ -454,15 +457,13 @@ def _secret_key_problem(key: object) -> str | None:
     if key.startswith(contract.PUBLISHABLE_KEY_PREFIX):
         return "is a publishable key (am_pk_...); the server API needs the secret key (am_sk_...)."
     if contract.key_env(key) is None:
-        return "does not start with am_sk_test_ or am_sk_live_."
+        return f"does not start with am_sk_test_ or am_sk_live_ ({_VALID_KEY})."
     if not contract.SECRET_KEY_RE.fullmatch(key):
         length = len(key) - len("am_sk_test_")
-        there = f"this one has {length} characters there"
+        there = f"this one has {length} character{'s' if length != 1 else ''} after the prefix"
         if length == 42:
             there += ", not all of them letters or digits"
-        return (
-            f"is not a well-formed Autumn secret key: after the prefix come 42 letters and digits, {there}."
-        )
+        return f"is not a well-formed Autumn secret key: {_VALID_KEY} ({there})."
     return None
 
 

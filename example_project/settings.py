@@ -77,6 +77,9 @@ EMULATOR_SECRET_KEY = "am_sk_test_" + "emulator".ljust(42, "0")
 EMULATOR_URL = "http://127.0.0.1:8787"
 # Where `manage.py demo` keeps the emulator's customers between runs.
 EMULATOR_DATA_FILE = env.path("AUTUMN_EMULATOR_DATA", default=str(VAR_DIR / "emulator.json"))
+# Where `manage.py demo` keeps the admin's password, so it is the same on
+# every run (delete the file for a new one).
+DEMO_ADMIN_PASSWORD_FILE = env.path("DEMO_ADMIN_PASSWORD_FILE", default=str(VAR_DIR / "demo-admin-password"))
 
 AUTUMN = {
     "SECRET_KEY": env("AUTUMN_SECRET_KEY", default=EMULATOR_SECRET_KEY),

@@ -7,6 +7,7 @@ would (see tests/conftest.py)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -95,7 +96,7 @@ def test_the_list_shows_autumns_customers_with_plans_and_linked_users(
         and '<span class="autumn-plan">pro</span>' in page
     )
     assert f">{user}</a>" in page  # the local user, linked
-    assert "sandbox" in page
+    assert '<span class="autumn-quiet autumn-env">Sandbox</span>' in page
 
 
 def test_the_search_box_is_autumns_search(autumn_emulator, admin_client):
@@ -122,13 +123,15 @@ def test_cursor_pages_at_2_3_go_forward_and_back(autumn_emulator, admin_client, 
     for number in range(60):
         autumn_emulator.add_customer(id=f"c{number:02d}", created_at=FUTURE + number)
     import html as html_lib
-    import re
     from urllib.parse import parse_qsl
 
     def page(params):
         """The customer ids on a page and its Previous/Next links' parameters."""
         html = admin_client.get(LIST, params).content.decode()
-        ids = re.findall(r'class="autumn-customer">\s*<th><a [^>]*>(c\d+)</a>', html)
+        ids = re.findall(
+            r'class="autumn-customer">\s*<th class="field-id"><span class="autumn-id"><a [^>]*>(c\d+)</a>',
+            html,
+        )
         links = re.findall(r'<a href="\?([^"]*)" class="autumn-(previous|next)"', html)
         return ids, {kind: dict(parse_qsl(html_lib.unescape(query))) for query, kind in links}
 
@@ -298,7 +301,7 @@ def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, ma
     assert row.state == "failed"
     url = reverse("admin:autumn_django_customer_changelist")
     response = admin_client.post(url, {"action": "retry_failed", "_selected_action": [row.pk]}, follow=True)
-    assert "1 customer(s) synced with Autumn." in response.content.decode()
+    assert "1 customer synced with Autumn: 1 created." in response.content.decode()
     assert Customer.objects.get(pk=row.pk).state == "synced"
     from autumn_django.client import get_client
 
@@ -306,14 +309,15 @@ def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, ma
     response = admin_client.post(
         url, {"action": "refresh_from_autumn", "_selected_action": [row.pk]}, follow=True
     )
-    assert "1 customer(s) refreshed from Autumn." in response.content.decode()
+    assert "1 customer refreshed from Autumn." in response.content.decode()
     assert Customer.objects.get(pk=row.pk).stripe_id == "cus_Refreshed12"
     autumn_emulator.fail_next(5, status=400, code="invalid_inputs", message="email: bad")
     user.email = "changed@example.com"
     with commit():
         user.save()
     response = admin_client.post(url, {"action": "sync_now", "_selected_action": [row.pk]}, follow=True)
-    assert response.status_code == 200 and "email: bad" in response.content.decode()
+    page = response.content.decode()
+    assert response.status_code == 200 and "email: bad" in page and "1 customer could not be synced." in page
 
 
 def test_the_change_page_shows_the_json_and_allows_no_adding(
@@ -325,3 +329,132 @@ def test_the_change_page_shows_the_json_and_allows_no_adding(
     page = admin_client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).content.decode()
     assert "<pre>{" in page and "&quot;email&quot;: &quot;jane@example.com&quot;" in page
     assert admin_client.get(reverse("admin:autumn_django_customer_add")).status_code == 403
+
+
+def messages_of(response):
+    return [(message.level_tag, message.message) for message in response.context["messages"]]
+
+
+def test_every_action_says_what_it_did_even_nothing(autumn_emulator, admin_client, make_user, commit):
+    with commit():
+        users = [make_user(name) for name in ("ada", "grace", "alan")]
+    rows = [Customer.objects.get(user=user).pk for user in users]
+    url = reverse("admin:autumn_django_customer_changelist")
+
+    def act(action, selected):
+        return messages_of(
+            admin_client.post(url, {"action": action, "_selected_action": selected}, follow=True)
+        )
+
+    assert act("retry_failed", rows[:1]) == [
+        ("info", "Nothing to retry: the customer selected has not failed.")
+    ]
+    assert act("retry_failed", rows) == [
+        ("info", "Nothing to retry: none of the 3 customers selected has failed.")
+    ]
+    assert act("sync_now", rows) == [("success", "3 customers synced with Autumn: 3 unchanged.")]
+    assert act("refresh_from_autumn", rows) == [("success", "3 customers refreshed from Autumn.")]
+    autumn_emulator.fail_next(5, status=503)
+    users[0].email = "new@example.com"
+    with commit():
+        users[0].save()
+    assert Customer.objects.get(pk=rows[0]).state == "failed"
+    said = act("retry_failed", rows)
+    assert said == [
+        (
+            "success",
+            "1 customer synced with Autumn: 1 updated. The other 2 customers selected had not failed.",
+        )
+    ]
+    autumn_emulator.fail_next(10, status=503)
+    said = act("refresh_from_autumn", rows[:2])
+    assert said[0] == ("error", "2 customers could not be refreshed.") and len(said) == 3
+    assert said[1][1].startswith(f"{users[0].pk}: Autumn answered HTTP 503 service_unavailable")
+
+
+def test_the_mirror_page_is_read_only(autumn_emulator, admin_client, make_user, commit):
+    """No editable field and no Save: the sync engine writes rows. A POST to
+    the page is refused; the list's actions still need the change permission."""
+    with commit():
+        user = make_user("jane")
+    row = Customer.objects.get(user=user)
+    url = reverse("admin:autumn_django_customer_change", args=[row.pk])
+    page = admin_client.get(url).content.decode()
+    assert 'name="_save"' not in page and 'name="_continue"' not in page and 'name="user"' not in page
+    assert "View Autumn customer mirror" in page and "closelink" in page
+    assert admin_client.post(url, {"user": user.pk, "customer_id": "hijacked"}).status_code == 403
+    assert Customer.objects.get(pk=row.pk).customer_id == row.customer_id
+    assert reverse("admin:autumn_django_remotecustomer_detail", args=[row.customer_id]) in page
+
+
+def test_a_change_permission_alone_still_runs_the_actions(autumn_emulator, client, staff, commit, make_user):
+    grant(staff, "change_customer")
+    with commit():
+        user = make_user("ada")
+    row = Customer.objects.get(user=user)
+    url = reverse("admin:autumn_django_customer_changelist")
+    response = client.post(url, {"action": "sync_now", "_selected_action": [row.pk]}, follow=True)
+    assert messages_of(response) == [("success", "1 customer synced with Autumn: 1 unchanged.")]
+    assert client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).status_code == 200
+
+
+def test_the_mirror_list_words_a_blank_as_everywhere_else(autumn_emulator, admin_client, django_user_model):
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        user = django_user_model.objects.create_user("nameless", email="")
+    Customer.objects.create(user=user, customer_id="blank1", env="sandbox", state="pending")
+    page = admin_client.get(reverse("admin:autumn_django_customer_changelist")).content.decode()
+    assert '<td class="field-names">—</td>' in page and '<td class="field-synced">never</td>' in page
+    assert ">-<" not in page
+
+
+# --- the remote pages' words and page links -----------------------------------------------
+
+
+def test_page_links_elide_with_an_ellipsis_as_the_admin_does(autumn_emulator, admin_client):
+    import re
+
+    for number in range(160):  # 161 with the admin's own: 7 pages of 25
+        autumn_emulator.add_customer(id=f"c{number:03d}", created_at=FUTURE + number)
+
+    def links(page_number):
+        html = admin_client.get(LIST, {"per_page": 25, "p": page_number}).content.decode()
+        pages = html[html.index('class="paginator') : html.index("</p>", html.index('class="paginator'))]
+        return re.findall(r">(\d+|…)</(?:a|strong|span)>", pages)
+
+    assert links(1) == ["1", "2", "3", "…", "7"]
+    assert links(4) == ["1", "2", "3", "4", "5", "6", "7"]
+    assert links(7) == ["1", "…", "5", "6", "7"]
+    assert links(99) == ["1", "…", "5", "6", "7"]  # an old link past the end: drawn from the last page
+
+
+def test_a_search_with_no_match_shows_no_page(autumn_emulator, admin_client):
+    html = admin_client.get(LIST, {"q": "nobody"}).content.decode()
+    assert "No customer matches “nobody”." in html
+    assert "this-page" not in html and "customers matching" not in html and "?q=nobody&amp;p=" not in html
+
+
+def test_the_remote_pages_word_blanks_and_labels_alike(autumn_emulator, admin_client):
+    autumn_emulator.add_customer(id="bare")
+    listed = admin_client.get(LIST).content.decode()
+    assert (
+        '<td class="field-names">—</td>' in listed
+        and '<td class="field-stripe autumn-blank">—</td>' in listed
+    )
+    page = admin_client.get(detail("bare")).content.decode()
+    labels = re.findall(r'<th scope="row">([^<]*)</th>', page)
+    assert labels == ["Customer id", "Name", "Email", "Environment", "Stripe id", "Fingerprint",
+                      "Email receipts", "Created", "Local user"]  # fmt: skip
+    assert '<td class="autumn-field-stripe_id">—</td>' in page
+    assert '<td class="autumn-field-send_email_receipts">No</td>' in page
+
+
+def test_the_delete_confirmation_is_the_admins_own(autumn_emulator, admin_client):
+    autumn_emulator.add_customer(id="c1")
+    page = admin_client.get(
+        reverse("admin:autumn_django_remotecustomer_delete", args=["c1"])
+    ).content.decode()
+    crumbs = page[page.index('<div class="breadcrumbs">') : page.index("</div>", page.index("breadcrumbs"))]
+    assert re.findall(r">([^<>&]+)</a>", crumbs) == ["Home", "Autumn", "Autumn customers", "c1"]
+    assert "delete-confirmation" in page  # Django's styles: equal heights, the red button

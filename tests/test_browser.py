@@ -1,8 +1,11 @@
 """End to end in a real browser: Chromium (Debian's, /usr/bin/chromium)
 driven by Playwright against the live server, with the emulator behind it.
 
-Screenshots of the list and detail pages are taken in every run; set
-AUTUMN_SCREENSHOTS=docs/images to keep them for the README.
+Every admin page of the app is looked at 1280 px wide (a laptop, with the
+admin's sidebars open) and 390 px wide (a phone): nothing may stick out of
+the page, and each is screenshotted in every run. Set
+AUTUMN_SCREENSHOTS=docs/images to keep the screenshots for the docs
+(``admin-<page>.png`` at 1280 px, ``admin-<page>-390.png`` at 390 px).
 """
 
 from __future__ import annotations
@@ -87,6 +90,41 @@ def keep_screenshot(path: Path, name: str) -> None:
         shutil.copy(path, Path(target) / name)
 
 
+#: The widths every admin page is looked at: a laptop's, and a phone's.
+VIEWPORTS = {"": {"width": 1280, "height": 800}, "-390": {"width": 390, "height": 844}}
+
+
+def overflow(page):
+    """What sticks out: the page's width past the window's, and every
+    result list wider than its box (a list that must be scrolled sideways)."""
+    return page.evaluate(
+        """() => ({
+            page: document.documentElement.scrollWidth - window.innerWidth,
+            lists: [...document.querySelectorAll('.results')].map(box => box.scrollWidth - box.clientWidth),
+        })"""
+    )
+
+
+def shoot(page, tmp_path, name, check=None):
+    """Look at the page at each width: nothing wider than the window, no
+    list to scroll sideways, ``check(page, width)`` if given; screenshot it
+    (``admin-<name>.png``, ``admin-<name>-390.png``). Back to 1280 px after."""
+    for suffix, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.wait_for_timeout(50)  # the relayout
+        assert overflow(page) == {"page": 0, "lists": [0] * len(overflow(page)["lists"])}, (name, suffix)
+        if check:
+            check(page, viewport["width"])
+        file = f"admin-{name}{suffix}.png"
+        page.screenshot(path=tmp_path / file, full_page=True)
+        keep_screenshot(tmp_path / file, file)
+    page.set_viewport_size(VIEWPORTS[""])
+
+
+def box(page, selector):
+    return page.locator(selector).first.bounding_box()
+
+
 def seed(emulator, count=30):
     emulator.add_plan("pro")
     for number in range(count):
@@ -117,8 +155,7 @@ def test_browse_search_and_page_at_api_2_1(signed_in, live_server, autumn_emulat
     navigate(page, page.click, "#changelist-search input[type=submit]")
     assert ids_on(page)[:2] == ["cust-29", "cust-28"] and len(ids_on(page)) == 25
     assert "31 customers" in page.inner_text(".autumn-pages")
-    page.screenshot(path=tmp_path / "list.png", full_page=True)
-    keep_screenshot(tmp_path / "list.png", "admin-remote-list.png")
+    shoot(page, tmp_path, "remote-list")
     navigate(page, page.click, "a.autumn-next")
     assert ids_on(page)[:2] == ["cust-04", "cust-03"]
     navigate(page, page.click, "a.autumn-previous")
@@ -126,6 +163,10 @@ def test_browse_search_and_page_at_api_2_1(signed_in, live_server, autumn_emulat
     page.fill("#searchbar", "customer07")
     navigate(page, page.press, "#searchbar", "Enter")
     assert ids_on(page) == ["cust-07"]
+    page.fill("#searchbar", "nobody-has-this")
+    navigate(page, page.press, "#searchbar", "Enter")
+    assert "No customer matches “nobody-has-this”." in page.inner_text("#result_list")
+    assert page.inner_text(".autumn-pages").strip() == ""  # no page "1" of nothing
 
 
 def test_cursor_pages_forward_and_back_at_api_2_3(signed_in, live_server, autumn_emulator, autumn_settings):
@@ -156,15 +197,102 @@ def test_detail_link_or_import_and_delete_in_autumn(
     page.goto(f"{live_server.url}/admin/autumn_django/remotecustomer/{user.pk}/")
     assert page.inner_text(".autumn-field-name") == "Ada Lovelace"
     assert "pro" in page.inner_text("tr.autumn-subscription")
-    page.screenshot(path=tmp_path / "detail.png", full_page=True)
-    keep_screenshot(tmp_path / "detail.png", "admin-remote-detail.png")
+    labels = page.locator(".autumn-fields th").all_inner_texts()
+    assert "Stripe id" in labels and "Email receipts" in labels and not any("_" in label for label in labels)
+    shoot(page, tmp_path, "remote-detail", check=actions_in_their_row)
     navigate(page, page.click, f"text=Link to {user}")
     assert "Linked" in page.inner_text(".messagelist")
     assert Customer.objects.get(user=user).stripe_id == "cus_Ada12345"
     navigate(page, page.click, "text=Delete in Autumn")
+    assert page.inner_text(".breadcrumbs").split(" › ")[:3] == ["Home", "Autumn", "Autumn customers"]
+    shoot(page, tmp_path, "remote-delete", check=two_buttons_one_height_the_destructive_one_red)
     navigate(page, page.click, "text=Yes, delete it in Autumn")
     assert f"Deleted {user.pk} in Autumn." in page.inner_text(".messagelist")
     assert autumn_emulator.customer(str(user.pk)) is None
+
+
+def actions_in_their_row(page, width):
+    """The detail page's buttons sit inside its grey action row."""
+    row = box(page, ".submit-row")
+    for selector in (".submit-row input[type=submit]", ".submit-row a.deletelink"):
+        button = box(page, selector)
+        assert row["y"] <= button["y"] and button["y"] + button["height"] <= row["y"] + row["height"]
+        assert row["x"] <= button["x"] and button["x"] + button["width"] <= row["x"] + row["width"]
+
+
+def two_buttons_one_height_the_destructive_one_red(page, width):
+    yes, no = box(page, "form input[type=submit]"), box(page, "form a.cancel-link")
+    assert abs(yes["height"] - no["height"]) < 1
+    colour = page.eval_on_selector("form input[type=submit]", "e => getComputedStyle(e).backgroundColor")
+    red, green, blue = (int(part) for part in colour[colour.index("(") + 1 : -1].split(",")[:3])
+    assert red > 150 and green < 80 and blue < 80, colour
+
+
+def test_mirror_list_and_page_read_well_on_a_laptop_and_a_phone(
+    signed_in, live_server, autumn_emulator, make_user, tmp_path
+):
+    """The mirror's list beside both admin sidebars at 1280 px: every
+    column on screen, the state badge whole, a name on one line; on a phone
+    each row a card. The row's page is read-only: no field, no Save."""
+    page = signed_in
+    for number in range(6):
+        make_user(f"sample{number:04d}", first_name="Barbara", last_name="Berners-Lee")
+    autumn_emulator.fail_next(4, status=503)  # the first try and MAX_RETRIES (3) retries
+    failed = make_user("grace", first_name="Grace", last_name="Hopper")
+    page.goto(f"{live_server.url}/admin/autumn_django/customer/")
+
+    def columns_on_screen(page, width):
+        results = box(page, ".results")
+        for header in page.locator("#result_list thead th").all():
+            if header.is_visible():
+                edge = header.bounding_box()
+                assert edge["x"] + edge["width"] <= results["x"] + results["width"] + 1
+        for badge in page.locator(".autumn-state").all():
+            assert badge.evaluate("e => e.scrollWidth <= e.clientWidth && e.getClientRects().length == 1")
+        name = page.locator(".autumn-name", has_text="Barbara Berners-Lee").first
+        line = float(name.evaluate("e => getComputedStyle(e).lineHeight").removesuffix("px"))
+        assert name.bounding_box()["height"] < 1.5 * line  # one line
+        if width == 1280:
+            headers = page.locator("#result_list thead th").all_inner_texts()
+            assert [h.strip().lower() for h in headers[1:]] == [
+                "id",
+                "customer",
+                "user",
+                "state",
+                "last synced",
+            ]
+
+    assert "Failed" in page.inner_text("#result_list") and "503" in page.inner_text("#result_list")
+    shoot(page, tmp_path, "mirror-list", check=columns_on_screen)
+    page.goto(
+        f"{live_server.url}/admin/autumn_django/customer/{Customer.objects.get(user=failed).pk}/change/"
+    )
+    assert page.locator("input[name=_save], input[name=_continue], #id_user").count() == 0
+    assert page.locator("form#customer_form input:not([type=hidden])").count() == 0
+    assert "View Autumn customer mirror" in page.inner_text("#content")
+    shoot(page, tmp_path, "mirror-page")
+
+
+#: The icon a browser fetches for a page: the one it links, else /favicon.ico
+#: (headless Chromium fetches neither, so the test fetches it).
+ICON = "() => document.querySelector('link[rel~=icon]')?.href || new URL('/favicon.ico', location).href"
+
+
+def test_no_page_asks_for_what_is_not_there(signed_in, live_server, autumn_emulator, make_user):
+    """No 404, neither the icon every browser asks for nor anything else,
+    and no console error, on the example site's pages or the admin's."""
+    page = signed_in
+    make_user("ada")
+    failures = []
+    page.on("response", lambda response: response.status >= 400 and failures.append(response.url))
+    page.on("console", lambda message: message.type == "error" and failures.append(message.text))
+    for path in ("/", "/billing/", "/profile/", "/admin/", "/admin/autumn_django/customer/",
+                 "/admin/autumn_django/remotecustomer/"):  # fmt: skip
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+        icon = page.request.get(page.evaluate(ICON))
+        assert icon.ok and icon.headers["content-type"].startswith("image/"), (path, icon.status)
+    assert failures == []
 
 
 def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emulator, make_user):
@@ -177,5 +305,10 @@ def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emula
     page.check("#result_list input.action-select")
     page.select_option("select[name=action]", "retry_failed")
     navigate(page, page.click, "button[name=index]")
-    assert "1 customer(s) synced with Autumn." in page.inner_text(".messagelist")
+    assert "1 customer synced with Autumn: 1 created." in page.inner_text(".messagelist")
     assert Customer.objects.get(user=user).state == "synced"
+    page.goto(f"{live_server.url}/admin/autumn_django/customer/?q=grace")
+    page.check("#result_list input.action-select")
+    page.select_option("select[name=action]", "retry_failed")
+    navigate(page, page.click, "button[name=index]")
+    assert "Nothing to retry: the customer selected has not failed." in page.inner_text(".messagelist")

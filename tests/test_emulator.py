@@ -56,7 +56,11 @@ def test_a_well_formed_key_is_accepted_when_no_keys_are_configured():
 
 def test_a_malformed_key_with_a_good_prefix_is_an_invalid_secret_key():
     response = call(Emulator(), key="am_sk_test_short")
-    assert error_of(response) == (401, "invalid_secret_key", "Invalid secret key: am_sk_test_shor****...")
+    assert error_of(response) == (
+        401,
+        "invalid_secret_key",
+        "Invalid secret key: a valid one is am_sk_test_ or am_sk_live_ followed by 42 letters and digits.",
+    )
 
 
 # --- versions --------------------------------------------------------------------

@@ -17,16 +17,45 @@ def query(request: HttpRequest, **changes: Any) -> str:
     return "?" + urlencode({key: value for key, value in params.items() if value not in ("", None)})
 
 
+#: What stands for the pages left out between two page links.
+ELLIPSIS = "…"
+
+
+def page_range(number: int, pages: int, on_each_side: int = 2, on_ends: int = 1) -> list[int | str]:
+    """The page numbers to link, as Django's ``Paginator.get_elided_page_range``
+    draws them (the admin's own lists look the same): the first and last,
+    ``on_each_side`` around the current one, and an ellipsis for every gap,
+    never for a single page ("1 2 3 … 7", "1 … 4 5 6 7 8 … 12"). A number
+    past the last page (an old link) is drawn from the last page."""
+    if pages <= (on_each_side + on_ends) * 2:
+        return list(range(1, pages + 1))
+    number = min(max(number, 1), pages)
+    shown: list[int | str] = []
+    if number > on_each_side + on_ends + 2:
+        shown += [*range(1, on_ends + 1), ELLIPSIS, *range(number - on_each_side, number + 1)]
+    else:
+        shown += range(1, number + 1)
+    if number < pages - on_each_side - on_ends - 1:
+        shown += [
+            *range(number + 1, number + on_each_side + 1),
+            ELLIPSIS,
+            *range(pages - on_ends + 1, pages + 1),
+        ]
+    else:
+        shown += range(number + 1, pages + 1)
+    return shown
+
+
 def offset_links(request: HttpRequest, number: int, per_page: int, total: int | None) -> dict[str, Any]:
-    pages = max(1, -(-(total or 0) // per_page))
-    shown = sorted({1, pages, *range(max(1, number - 2), min(pages, number + 2) + 1)})
+    """Numbered page links; none when the list (or the search) is empty."""
+    pages = -(-(total or 0) // per_page)
     return {
         "style": "offset",
         "number": number,
         "pages": pages,
-        "total": total,
-        "links": [(n, query(request, p=n)) for n in shown],
-        "previous": query(request, p=number - 1) if number > 1 else None,
+        "total": total or 0,
+        "links": [(n, None if n == ELLIPSIS else query(request, p=n)) for n in page_range(number, pages)],
+        "previous": query(request, p=min(number - 1, pages)) if 1 < number and pages else None,
         "next": query(request, p=number + 1) if number < pages else None,
     }
 

@@ -36,8 +36,19 @@ MAX_PAGE = 1_000_000
 MAX_SEARCH = 200
 MAX_CURSOR = 1000
 MAX_TRAIL = 100
-DETAIL_FIELDS = ("id", "name", "email", "fingerprint", "stripe_id", "env", "send_email_receipts")
-LIST_HEADINGS = ("Customer id", "Name", "Email", "Env", "Created", "Stripe id", "Active plans", "Local user")
+#: The customer's fields on its page, each with the words it is shown under.
+DETAIL_FIELDS = (
+    ("id", "Customer id"),
+    ("name", "Name"),
+    ("email", "Email"),
+    ("env", "Environment"),
+    ("stripe_id", "Stripe id"),
+    ("fingerprint", "Fingerprint"),
+    ("send_email_receipts", "Email receipts"),
+)
+LIST_HEADINGS = ("Customer id", "Customer", "Local user", "Active plans", "Stripe id", "Created")
+#: What a blank value shows, as on the mirror's pages.
+EMPTY = "—"
 
 
 def bounded_int(value: str | None, default: int, low: int, high: int) -> int:
@@ -76,12 +87,24 @@ def active_plans(customer: dict[str, Any]) -> list[str]:
     ]
 
 
+def shown(value: Any, *, capitalise: bool = False) -> Any:
+    """A field's value as a page shows it: yes or no for a flag, the blank
+    mark for nothing, a word capitalised as the mirror's pages show it
+    ("Sandbox")."""
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if value is None or value == "" or value == [] or value == {}:
+        return EMPTY
+    return value.capitalize() if capitalise and isinstance(value, str) else value
+
+
 def _context(model_admin: ModelAdmin[Any], request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
     return {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
         "title": title,
         "has_delete_permission": model_admin.has_delete_permission(request),
+        "empty": EMPTY,
         **extra,
     }
 
@@ -164,7 +187,12 @@ def detail(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str)
         created=remote_created(customer) if customer else None,
         plans=active_plans(customer) if customer else [],
         raw=json.dumps(customer, indent=2, sort_keys=True) if customer else "",
-        fields=[(name, customer.get(name)) for name in DETAIL_FIELDS] if customer else [],
+        fields=[
+            (name, label, shown(customer.get(name), capitalise=name == "env"))
+            for name, label in DETAIL_FIELDS
+        ]
+        if customer
+        else [],
         subscriptions=[
             {
                 "plan": (sub.get("plan") or {}).get("name") or sub.get("plan_id"),

@@ -8,8 +8,11 @@ Autumn gives; the emulator runs them in Autumn's order (see
 Contract notes: choices made where Autumn's customers API contract is silent.
 
 * All keys belong to one organisation; the key's prefix picks the
-  environment, as at Autumn. With no keys given, any well-formed key is
-  accepted; an unknown one is ``invalid_secret_key``.
+  environment, as at Autumn. With no keys given, any well-formed key
+  (``am_sk_test_`` or ``am_sk_live_`` and 42 letters and digits) is
+  accepted; an unknown one is ``invalid_secret_key``, whose message says
+  what a valid key looks like instead of showing the key's first characters
+  as Autumn's does.
 * A publishable key gets 401 ``endpoint_not_public`` (message ours).
 * Requests without ``x-api-version`` are served at ``default_api_version``
   (Autumn would pick one from the organisation's creation date). Versions
@@ -32,6 +35,8 @@ from .wire import JSONDict, Refusal, error_response, too_many_requests
 #: The name of the org-wide cap among the rate limits (the others are routes).
 ORG_CAP = "org_cap"
 _IDEMPOTENCY_SECONDS = 24 * 3600
+#: What a valid secret key looks like, for the invalid_secret_key message.
+VALID_KEY = "a valid one is am_sk_test_ or am_sk_live_ followed by 42 letters and digits"
 
 
 class Keys:
@@ -93,11 +98,15 @@ class Keys:
             known = token in keys if keys is not None else bool(contract.SECRET_KEY_RE.match(token))
             scopes = keys.get(token) if keys is not None else None
         if not known:
-            raise Refusal(
-                error_response(
-                    401, "invalid_secret_key", f"Invalid secret key: {token[:15]}****...", "sandbox"
-                )
-            )
+            # Worded without any part of the key (Autumn shows its first 15
+            # characters, masked; a deliberate difference, so that no test
+            # log or page shows a piece of a key): what a valid one looks
+            # like, or that it is well formed but not one of this emulator's.
+            if contract.SECRET_KEY_RE.fullmatch(token):
+                message = "Invalid secret key: well formed, but not one of the keys this emulator was given."
+            else:
+                message = f"Invalid secret key: {VALID_KEY}."
+            raise Refusal(error_response(401, "invalid_secret_key", message, "sandbox"))
         return env, scopes
 
 

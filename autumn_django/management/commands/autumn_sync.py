@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.timesince import timeuntil
 
 from ... import bulk, conf, mapping, reconcile, tasks
 from ...client import bulk_client
@@ -203,6 +204,8 @@ class Command(BaseCommand):
             summary.interrupted = True
         progress.finish()
         self.print_summary(summary, "retry" if retry else "push")
+        if retry and not options["json"] and not summary.interrupted:
+            self.retry_hint()
         if summary.interrupted:
             raise CommandError(
                 "Interrupted. Every row is in a true state; run autumn_sync again to finish "
@@ -307,6 +310,71 @@ class Command(BaseCommand):
             )
         if summary.failed > 100:
             self.stdout.write(f"  ... and {summary.failed - 100} more (each failed row holds its error)")
+
+    def retry_hint(self) -> None:
+        """After --retry: the rows it left because their retry time has not
+        come, when the next is due and how to push them now; and the failed
+        rows no retry picks up (Autumn refused them)."""
+        now = timezone.now()
+        failed = Customer.objects.filter(state=Customer.State.FAILED)
+        later = Customer.objects.filter(
+            state__in=[Customer.State.FAILED, Customer.State.PENDING, Customer.State.DELETING],
+            next_attempt_at__gt=now,
+        ).order_by("next_attempt_at")
+        refused = failed.filter(next_attempt_at__isnull=True)
+        waiting = list(later.values_list("next_attempt_at", "user_id")[: HINT_ROWS + 1])
+        if waiting:
+            count, count_failed = later.count(), later.filter(state=Customer.State.FAILED).count()
+            due = waiting[0][0]
+            when = f"{timezone.localtime(due):%Y-%m-%d %H:%M:%S %Z} (in {_until(due, now)})"
+            subject = "1 customer waits" if count == 1 else f"{count} customers wait"
+            if count_failed:
+                subject += (
+                    " after a failure" if count_failed == count else f" ({count_failed} after a failure)"
+                )
+            first = "it is due" if count == 1 else "the first is due"
+            self.stdout.write(self.style.WARNING(f"{subject} for a retry: {first} at {when}."))
+            self.stdout.write(
+                f"  --retry sends only what is due. To push {'it' if count == 1 else 'them'} now: "
+                + _push_now(waiting, count)
+            )
+        refused_count = refused.count()
+        if refused_count:
+            users = list(refused.values_list("user_id", flat=True)[: HINT_ROWS + 1])
+            subject = "1 customer" if refused_count == 1 else f"{refused_count} customers"
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{subject} failed and {'waits' if refused_count == 1 else 'wait'} for a fix: Autumn "
+                    "refused the change, so --retry does not send it again. Each error is on its row "
+                    "(admin: Autumn customer mirrors, state Failed)."
+                )
+            )
+            self.stdout.write(
+                "  Once the cause is fixed, push again: "
+                + _push_now([(None, user) for user in users], refused_count, waiting=False)
+            )
+
+
+#: Rows a hint names by their user before it says "a full push" instead.
+HINT_ROWS = 10
+
+
+def _until(moment: datetime.datetime, now: datetime.datetime) -> str:
+    """How long until ``moment``: "42 seconds", "5 minutes", "2 hours"."""
+    seconds = max(0, round((moment - now).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    return timeuntil(moment, now, depth=1).replace("\xa0", " ")
+
+
+def _push_now(rows: list[tuple[Any, Any]], count: int, *, waiting: bool = True) -> str:
+    """The command that pushes these rows now: by their users when there are
+    few and each has one, else a full push (which does not wait either)."""
+    users = [user for _, user in rows]
+    if count <= HINT_ROWS and None not in users:
+        command = f"manage.py autumn_sync --users {' '.join(str(user) for user in users)}"
+        return f"{command} (a push does not wait for retry times)" if waiting else command
+    return "manage.py autumn_sync" + (" (a full push does not wait for retry times)" if waiting else "")
 
 
 def _extra(summary: bulk.Summary) -> dict[str, int]:

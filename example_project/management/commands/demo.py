@@ -1,10 +1,19 @@
 """The example project's main job, end to end against the local emulator:
 sample users, a bulk sync with its progress bar, a drift check, an admin
-login, and the site served until Ctrl-C."""
+login, and the site served until Ctrl-C.
+
+Every command it prints works as printed, from the directory it was run in:
+``make demo`` when make started it, otherwise this interpreter's own path
+(``.venv/bin/python manage.py ...``), never a bare ``python`` that may not
+have Django (tests/test_quick_start.py runs them)."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,16 +39,38 @@ LAST = [
     "Perlman",
     "Berners-Lee",
 ]
+ADMIN_USERNAME = "admin"
+DEFAULT_USERS = 300
+DEFAULT_ADDRPORT = "127.0.0.1:8000"
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a person types it here: relative to the current directory
+    when it is inside it, absolute otherwise; quoted for a shell if need be."""
+    absolute = Path(path).absolute()
+    try:
+        shown = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(absolute)
+    return shlex.quote(shown)
+
+
+def manage_py(*args: str) -> str:
+    """A manage.py command line that works as is in this terminal and in
+    another one opened in the same directory."""
+    return " ".join([shown_path(sys.executable), shown_path(Path(settings.BASE_DIR) / "manage.py"), *args])
 
 
 class Command(BaseCommand):
     help = "Run the example: emulator, sample users, autumn_sync, a check, an admin login, the site."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--users", type=int, default=300, help="sample users to have (default 300)")
+        parser.add_argument(
+            "--users", type=int, default=DEFAULT_USERS, help=f"sample users to have (default {DEFAULT_USERS})"
+        )
         parser.add_argument("--no-serve", action="store_true", help="stop after the sync and the check")
         parser.add_argument(
-            "--addrport", default="127.0.0.1:8000", help="where to serve (default 127.0.0.1:8000)"
+            "--addrport", default=DEFAULT_ADDRPORT, help=f"where to serve (default {DEFAULT_ADDRPORT})"
         )
         parser.add_argument(
             "--no-emulator",
@@ -64,9 +95,15 @@ class Command(BaseCommand):
             except CommandError as error:
                 self.stdout.write(self.style.WARNING(str(error)))
             self.step("4. An admin login")
-            password = self.admin_login()
-            self.explain(options["addrport"], password, base_url)
-            if not options["no_serve"]:
+            password, where = self.admin_login()
+            self.stdout.write(f"User {ADMIN_USERNAME}, password {password}")
+            self.stdout.write(
+                f"The same on every run: it is kept in {where} (delete the file for a new one)."
+            )
+            if options["no_serve"]:
+                self.explain_stopped(options)
+            else:
+                self.explain_serving(options["addrport"], base_url, emulated=server is not None)
                 call_command("runserver", options["addrport"], use_reloader=False)
         finally:
             if server:
@@ -85,7 +122,10 @@ class Command(BaseCommand):
             emulator.close()
             self.stdout.write(f"Something already listens at {base_url}; using it as Autumn.")
             return None
-        self.stdout.write(f"Started the local Autumn emulator at {server.url} (data kept in {data_file}).")
+        self.stdout.write(
+            f"Started the local Autumn emulator at {server.url} (its customers are kept in "
+            f"{shown_path(data_file)})."
+        )
         return server.start()
 
     def make_users(self, count: int) -> None:
@@ -106,30 +146,76 @@ class Command(BaseCommand):
             User.objects.bulk_create(new)
         self.stdout.write(f"{len(new)} created, {len(existing)} already there.")
 
-    def admin_login(self) -> str:
+    def admin_login(self) -> tuple[str, str]:
+        """The admin's password, the same on every run: made once and kept
+        beside the demo's data (readable by its owner only), and set again
+        on the admin user if it was changed meanwhile. Returns it and where
+        it is kept."""
+        path = Path(settings.DEMO_ADMIN_PASSWORD_FILE)
+        password = path.read_text().strip() if path.exists() else ""
+        if not password:
+            password = secrets.token_urlsafe(12)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(password + "\n")
         User = get_user_model()
-        password = secrets.token_urlsafe(9)
-        admin = User.objects.filter(username="admin").first()
+        admin = User.objects.filter(username=ADMIN_USERNAME).first()
         if admin is None:
-            User.objects.create_superuser("admin", "admin@example.com", password)
-        else:
+            User.objects.create_superuser(ADMIN_USERNAME, "admin@example.com", password)
+        elif not (admin.check_password(password) and admin.is_active and admin.is_superuser):
             admin.set_password(password)
+            admin.is_active = admin.is_staff = admin.is_superuser = True
             admin.save()
-        return password
+        return password, shown_path(path)
 
-    def explain(self, addrport: str, password: str, base_url: str) -> None:
+    def admin_pages(self, indent: str) -> list[str]:
+        """What the two admin pages show, in a site owner's words."""
+        return [
+            f"{indent}Autumn customers         the customers your Autumn account holds, read live",
+            f"{indent}Autumn customer mirrors  each user's link to Autumn: whether their latest",
+            f"{indent}                         change got there, when, and the error if it did not",
+        ]
+
+    def explain_serving(self, addrport: str, base_url: str, *, emulated: bool) -> None:
         site = f"http://{addrport}"
+        autumn = f"the emulator at {base_url}, until Ctrl-C" if emulated else f"{base_url}"
         self.stdout.write(
             "\n".join(
                 [
                     "",
-                    self.style.SUCCESS("Ready."),
-                    f"  Site:   {site}/  (sign up, edit your profile, then open Billing)",
-                    f"  Admin:  {site}/admin/  user admin, password {password}",
-                    "          Autumn customers: what Autumn holds; Autumn customer mirrors: the rows.",
-                    f"  Autumn: the emulator at {base_url}, while this command runs.",
-                    "  Try:    change a user's email in the admin and watch the mirror follow;",
-                    "          python manage.py autumn_sync --check in another terminal.",
+                    self.style.SUCCESS(f"Ready: serving {site}/ until Ctrl-C."),
+                    f"  Site:   {site}/  sign up, edit your profile, then open Billing",
+                    f"  Admin:  {site}/admin/  log in as {ADMIN_USERNAME}; under Autumn:",
+                    *self.admin_pages("            "),
+                    f"  Autumn: {autumn}",
+                    "  Try:    change a user's email in the admin and watch their mirror follow;",
+                    f"          in another terminal here: {manage_py('autumn_sync', '--check')}",
+                    "",
+                ]
+            )
+        )
+
+    def explain_stopped(self, options: dict[str, Any]) -> None:
+        # The same run, served: this run's options but --no-serve.
+        args = [f"--users={options['users']}"] if options["users"] != DEFAULT_USERS else []
+        if options["addrport"] != DEFAULT_ADDRPORT:
+            args.append(f"--addrport={options['addrport']}")
+        if options["no_emulator"]:
+            args.append("--no-emulator")
+        if os.environ.get("MAKELEVEL"):
+            serve = "make demo" + (f" DEMO_ARGS={shlex.quote(' '.join(args))}" if args else "")
+        else:
+            serve = manage_py("demo", *args)
+        site = f"http://{options['addrport']}"
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    self.style.SUCCESS("Done. Nothing is served, and the emulator has stopped."),
+                    f"  To look around, run: {serve}",
+                    f"  It serves the site at {site}/ with the emulator until Ctrl-C. In the admin",
+                    f"  ({site}/admin/, log in as {ADMIN_USERNAME}), under Autumn:",
+                    *self.admin_pages("    "),
                 ]
             )
         )
