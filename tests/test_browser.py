@@ -94,6 +94,13 @@ def keep_screenshot(path: Path, name: str) -> None:
 VIEWPORTS = {"": {"width": 1280, "height": 800}, "-390": {"width": 390, "height": 844}}
 
 
+#: The elements that reach past the window's right edge, for a failure's message.
+WIDEST = """() => [...document.querySelectorAll('body *')]
+    .filter(el => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+    .slice(0, 8)
+    .map(el => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`)"""
+
+
 def overflow(page):
     """What sticks out: the page's width past the window's, and every
     result list wider than its box (a list that must be scrolled sideways)."""
@@ -112,7 +119,11 @@ def shoot(page, tmp_path, name, check=None):
     for suffix, viewport in VIEWPORTS.items():
         page.set_viewport_size(viewport)
         page.wait_for_timeout(50)  # the relayout
-        assert overflow(page) == {"page": 0, "lists": [0] * len(overflow(page)["lists"])}, (name, suffix)
+        assert overflow(page) == {"page": 0, "lists": [0] * len(overflow(page)["lists"])}, (
+            name,
+            suffix,
+            page.evaluate(WIDEST),
+        )
         if check:
             check(page, viewport["width"])
         file = f"admin-{name}{suffix}.png"
