@@ -303,3 +303,62 @@ def test_an_event_whose_task_was_lost_or_whose_retry_is_due_is_processed_by_the_
     WebhookEvent.objects.filter(pk=lost.pk).update(received_at=lost.received_at - tasks.STALE_AFTER * 2)
     assert tasks.recover_stale(force=True) == 1  # ImmediateBackend: processed now
     assert WebhookEvent.objects.get(pk=lost.pk).state == "processed"
+
+
+# --- the admin ----------------------------------------------------------------------
+
+EVENTS = reverse("admin:autumn_django_webhookevent_changelist")
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    user = django_user_model.objects.create_user("ops", "ops@example.com", "x", is_staff=True)
+    client.force_login(user)
+    return user
+
+
+def grant(user, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+
+
+def test_the_events_page_needs_the_view_permission(client, staff):
+    assert client.get(EVENTS).status_code == 403
+    grant(staff, "view_webhookevent")
+    assert client.get(EVENTS).status_code == 200
+
+
+def test_the_events_page_lists_and_filters_what_autumn_sent(client, staff):
+    grant(staff, "view_webhookevent")
+    deliver(client, billing_updated("42"))
+    deliver(client, {"type": "customer.teleported", "data": {}})
+    listed = client.get(EVENTS, {"state__exact": "ignored"}).context["cl"].result_list
+    assert [event.type for event in listed] == ["customer.teleported"]
+    assert len(client.get(EVENTS).context["cl"].result_list) == 2
+
+
+def test_an_event_page_is_read_only(client, staff):
+    grant(staff, "view_webhookevent", "change_webhookevent")
+    deliver(client, billing_updated("42"))
+    url = reverse("admin:autumn_django_webhookevent_change", args=[WebhookEvent.objects.get().pk])
+    page = client.get(url)
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert client.post(url, {"state": "processed"}).status_code == 403
+
+
+def test_process_again_retries_a_failed_event_and_needs_the_change_permission(
+    client, staff, autumn_emulator, mirrored
+):
+    _, row = mirrored
+    deliver(client, billing_updated(row.customer_id))
+    event = WebhookEvent.objects.get()
+    WebhookEvent.objects.filter(pk=event.pk).update(state="failed", last_error="boom")
+    form = {"action": "process_again", "_selected_action": [event.pk]}
+    grant(staff, "view_webhookevent")
+    client.post(EVENTS, form)
+    assert WebhookEvent.objects.get().state == "failed"  # no change permission: not run
+    grant(staff, "change_webhookevent")
+    response = client.post(EVENTS, form, follow=True)
+    assert WebhookEvent.objects.get().state == "processed"
+    assert "Processed again: 1; failed: 0" in response.content.decode()

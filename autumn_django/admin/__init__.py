@@ -4,10 +4,19 @@
 
 ``options`` holds the ModelAdmins, ``actions`` the mirror's actions,
 ``views`` the pages of Autumn's own customer list, ``pagination`` their page
-links, and ``helpers`` what several of them share.
+links, ``webhooks`` the webhook events' page, and ``helpers`` what several
+of them share.
 """
 
 from .helpers import admin_client, describe, user_admin_url
 from .options import CustomerAdmin, RemoteCustomerAdmin
+from .webhooks import WebhookEventAdmin
 
-__all__ = ["CustomerAdmin", "RemoteCustomerAdmin", "admin_client", "describe", "user_admin_url"]
+__all__ = [
+    "CustomerAdmin",
+    "RemoteCustomerAdmin",
+    "WebhookEventAdmin",
+    "admin_client",
+    "describe",
+    "user_admin_url",
+]
