@@ -215,7 +215,7 @@ class BulkSync:
         any request: a delete that overtakes a push then knows to confirm
         itself later (see :mod:`autumn_django.sync`)."""
         now = timezone.now()
-        rows = [row for row in rows if not (row.pushed_at and row.pushed_at > now - sync.PUSH_MARK_FRESH)]
+        rows = [row for row in rows if not sync.freshly_marked(row)]
         if not rows:
             return
         Customer.objects.filter(pk__in=[row.pk for row in rows]).update(pushed_at=now)

@@ -336,7 +336,7 @@ def execute(decision: Decision, client: AutumnClient, *, force: bool = False) ->
     try:
         if decision.step == Step.DELETE:
             assert decision.row is not None
-            _delete_remote(client, decision.row, calls)
+            _delete_remote(client, decision.row.customer_id, calls)
             return Outcome(Action.DELETED, calls=calls)
         assert decision.payload is not None
         remote, action = _send(client, decision.row, decision.payload, decision.known, force, calls)
@@ -438,7 +438,7 @@ def _sync(customer_pk: int, client: AutumnClient, force: bool, made: str | None)
             if decision.step == Step.INVALID:
                 assert decision.error is not None
                 return _fail(row, decision.error, calls)
-            if decision.step == Step.PUSH and not _freshly_marked(row):
+            if decision.step == Step.PUSH and not freshly_marked(row):
                 row.pushed_at = timezone.now()
                 _require_version(row, pushed_at=row.pushed_at)
             outcome = execute(decision, client, force=forced)
@@ -483,7 +483,7 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
 
 
-def _freshly_marked(row: Customer) -> bool:
+def freshly_marked(row: Customer) -> bool:
     """The row's ``pushed_at`` is recent enough to stand for this push."""
     return row.pushed_at is not None and row.pushed_at > timezone.now() - PUSH_MARK_FRESH
 
@@ -540,10 +540,7 @@ def _compensate(client: AutumnClient, env: str, customer_id: str, calls: list[st
     if live:
         return
     try:
-        calls.append(contract.DELETE)
-        client.delete_customer(customer_id, delete_in_stripe=conf.load().delete_in_stripe)
-    except NotFound:
-        pass
+        _delete_remote(client, customer_id, calls)
     except AutumnError as error:
         logger.warning("Could not remove Autumn customer %r, made after its delete: %s", customer_id, error)
         retry_at = timezone.now() + retry_delay(1, error)
@@ -639,10 +636,10 @@ def differences(desired: dict[str, Any], remote: dict[str, Any]) -> dict[str, An
     return changes
 
 
-def _delete_remote(client: AutumnClient, row: Customer, calls: list[str]) -> None:
+def _delete_remote(client: AutumnClient, customer_id: str, calls: list[str]) -> None:
     try:
         calls.append(contract.DELETE)
-        client.delete_customer(row.customer_id, delete_in_stripe=conf.load().delete_in_stripe)
+        client.delete_customer(customer_id, delete_in_stripe=conf.load().delete_in_stripe)
     except NotFound:
         pass  # already gone (Autumn's delete is not idempotent): done
 
