@@ -1,11 +1,12 @@
-"""Many users at once: the sync engine's rules, batched for ``autumn_sync``.
+"""Many objects at once: the sync engine's rules, batched for ``autumn_sync``.
 
 The rules are :mod:`autumn_django.sync`'s (``decide``, ``execute``,
 ``synced_values``, ``failure_values``); this module only changes how the
 database and the network are used, so that a million users cost
 ``N / batch_size`` queries and run as many requests at once as asked:
 
-1. a chunk of users is read (streamed), with their mirror rows in one query;
+1. a chunk of objects (users, teams: each source in turn) is read
+   (streamed), with their mirror rows in one query;
 2. each is decided; unchanged users cost nothing more;
 3. rows for new users are created ``pending`` in one query *before* any
    request, so an interrupted run leaves them to finish next time (and
@@ -21,17 +22,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import DataError, IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import mapping, sync
+from . import billing, mapping, sources, sync
 from .client import AutumnClient
 from .exceptions import message_text
 from .models import Customer
@@ -52,7 +54,7 @@ WRITTEN_FIELDS = [
     "updated",
 ]
 
-Item = tuple["Customer | None", Any]  # (mirror row or None, user or None)
+Item = tuple["Customer | None", Any]  # (mirror row or None, source object or None)
 
 
 @dataclass
@@ -73,10 +75,11 @@ class Summary:
     def failed(self) -> int:
         return self.counts[Action.FAILED]
 
-    def add_error(self, user_pk: Any, customer_id: str | None, error: object) -> None:
+    def add_error(self, who: str | None, customer_id: str | None, error: object) -> None:
+        """One failure; ``who`` is the object as messages name it (``user 5``)."""
         self.counts[Action.FAILED] += 1
         if len(self.errors) < 1000:  # enough to act on; the rows hold them all
-            self.errors.append({"user": jsonable(user_pk), "customer_id": customer_id, "error": str(error)})
+            self.errors.append({"object": who, "customer_id": customer_id, "error": str(error)})
 
     def finish(self, client: AutumnClient, calls_before: Counter[str]) -> Summary:
         """Close the run: the calls ``client`` made since ``calls_before``
@@ -137,34 +140,52 @@ class BulkSync:
 
     # --- what to run over ---------------------------------------------------------
 
-    def push(self, users: QuerySet[Any], *, include_deleting: bool = True) -> Summary:
-        """Bring every user in ``users`` (and, for a full run, every row left
-        ``deleting``) to the desired state."""
+    def push(self, selections: Iterable[QuerySet[Any]], *, include_deleting: bool = True) -> Summary:
+        """Bring every object of ``selections`` (a queryset per source: users,
+        teams) and, for a full run, every row left ``deleting`` to the
+        desired state."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="autumn-sync") as pool:
             self._pool = pool
-            for chunk in chunks(users.iterator(chunk_size=self.batch_size), self.batch_size):
-                rows = {
-                    row.user_id: row
-                    # The JSON columns are read only for the rows that push (_run).
-                    for row in Customer.objects.filter(user_id__in=[user.pk for user in chunk]).defer(
-                        "data", "metadata"
-                    )
-                }
-                self._run([(rows.get(user.pk), user) for user in chunk])
+            for objects in selections:
+                self._push_source(objects)
             if include_deleting:
                 orphans = Customer.objects.orphans()
                 for chunk in chunks(orphans.iterator(chunk_size=self.batch_size), self.batch_size):
                     self._run([(row, None) for row in chunk])
         return self.finish()
 
+    def _push_source(
+        self, objects: QuerySet[Any], *, force: bool = False, missing: Collection[str] = ()
+    ) -> None:
+        content_type = ContentType.objects.get_for_model(objects.model)
+        for chunk in chunks(objects.iterator(chunk_size=self.batch_size), self.batch_size):
+            rows = {
+                row.object_id: row
+                # The JSON columns are read only for the rows that push (_run).
+                for row in Customer.objects.filter(
+                    content_type=content_type, object_id__in=[str(obj.pk) for obj in chunk]
+                ).defer("data", "metadata")
+            }
+            self._run([(rows.get(str(obj.pk)), obj) for obj in chunk], force=force, missing=missing)
+
     def retry(self) -> Summary:
         """The outbox: rows still pending or deleting, and failed rows whose
         next attempt is due."""
-        rows = Customer.objects.outbox().select_related("user").order_by("pk")
+        rows = Customer.objects.outbox().order_by("pk")
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="autumn-sync") as pool:
             self._pool = pool
             for chunk in chunks(rows.iterator(chunk_size=self.batch_size), self.batch_size):
-                self._run([(row, row.user) for row in chunk])
+                self._run(sync.with_sources(chunk))
+        return self.finish()
+
+    def repair(self, objects: QuerySet[Any], missing: Collection[str]) -> Summary:
+        """Push ``objects`` in full whatever their rows say Autumn holds (the
+        payload hash is ignored): ``get_or_create`` for those whose customer
+        id is in ``missing`` (lost at Autumn), ``update`` of every field for
+        the others (they differ). For what ``--check`` found."""
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="autumn-sync") as pool:
+            self._pool = pool
+            self._push_source(objects, force=True, missing=missing)
         return self.finish()
 
     def finish(self) -> Summary:
@@ -172,8 +193,11 @@ class BulkSync:
 
     # --- one chunk ------------------------------------------------------------------
 
-    def _run(self, items: list[Item]) -> None:
-        decisions = [sync.decide(row, user, self.env) for row, user in items]
+    def _run(self, items: Sequence[Item], *, force: bool = False, missing: Collection[str] = ()) -> None:
+        decisions = [sync.decide(row, obj, self.env, force=force) for row, obj in items]
+        for decision in decisions:
+            if decision.payload is not None and decision.payload.customer_id in missing:
+                decision.known = False  # lost at Autumn: get_or_create it, no update to fail first
         work: list[Decision] = []
         new: list[Decision] = []
         retire: list[Decision] = []
@@ -201,11 +225,13 @@ class BulkSync:
             for decision in retire:
                 assert decision.row is not None
                 decision.row.state, decision.row.version = Customer.State.DELETING, decision.row.version + 1
-                work.append(Decision(Step.DELETE, decision.row, decision.user))
+                work.append(Decision(Step.DELETE, decision.row, decision.obj))
         self._load_json([decision.row for decision in work if decision.row is not None])
         self._mark_pushing([decision.row for decision in work if decision.step == Step.PUSH and decision.row])
         work.extend(self._create_rows(new))
-        outcomes = list(self._pool.map(lambda decision: sync.execute(decision, self.client), work))
+        outcomes = list(
+            self._pool.map(lambda decision: sync.execute(decision, self.client, force=force), work)
+        )
         self._record(work, outcomes)
         self.advance(len(items), self.summary.failed)
 
@@ -242,7 +268,7 @@ class BulkSync:
         any request: an interrupted run leaves them to be finished."""
         rows = [
             Customer(
-                user=decision.user,
+                **sync.link_values(decision.obj),
                 env=self.env,
                 customer_id=decision.payload.customer_id,
                 pushed_at=timezone.now(),
@@ -263,13 +289,13 @@ class BulkSync:
                 except (IntegrityError, DataError) as error:
                     row.pk = None
                     taken = isinstance(error, IntegrityError) and sync.take_over(
-                        decision.user, self.env, row.customer_id
+                        decision.obj, self.env, row.customer_id
                     )
                     if taken:  # a deleted user's row, still deleting: synced alone after the chunk
                         self._taken.append(taken.pk)
                         continue
                     self.summary.add_error(
-                        decision.user.pk, row.customer_id, sync.write_error(error, row.customer_id)
+                        describe(decision.obj), row.customer_id, sync.write_error(error, row.customer_id)
                     )
             decisions = created
             rows = [row for row in rows if row.pk is not None]
@@ -282,6 +308,7 @@ class BulkSync:
         now = timezone.now()
         updated: list[tuple[Customer, Action, Exception | None]] = []
         deleted: list[Customer] = []
+        billed: list[tuple[int, dict[str, Any] | None]] = []  # rows whose billing state changed
         stale: dict[int, str | None] = {}  # row pk -> a customer id its push made, if any
         with transaction.atomic():
             current = {
@@ -308,22 +335,25 @@ class BulkSync:
                 else:
                     assert outcome.remote is not None and decision.payload is not None
                     values = sync.synced_values(outcome.remote, decision.payload)
+                    if billing.changed(row.data, outcome.remote):
+                        billed.append((row.pk, outcome.remote))
                     # Landed: no push of ours is on its way, unless another began since.
                     values["pushed_at"] = None if pushed_at == row.pushed_at else pushed_at
                 for name, value in {**values, "updated": now}.items():
                     setattr(row, name, value)
                 updated.append((row, outcome.action, outcome.error))
             self._write(updated)
+            billing.store(billed)
             Customer.objects.filter(pk__in=[row.pk for row in deleted]).delete()
         for row, action, error in updated:
             if error is not None:
-                self.summary.add_error(row.user_id, row.customer_id, error)
+                self.summary.add_error(describe_row(row), row.customer_id, error)
                 customer_sync_failed.send(sender=Customer, customer=row, error=error)
-                self.report(f"failed    {row.customer_id} (user {row.user_id}): {error}")
+                self.report(f"failed    {row.customer_id} ({describe_row(row)}): {error}")
             else:
                 self.summary.counts[action] += 1
                 customer_synced.send(sender=Customer, customer=row, action=action)
-                self.report(f"{action:<9} {row.customer_id} (user {row.user_id})")
+                self.report(f"{action:<9} {row.customer_id} ({describe_row(row)})")
         for row in deleted:
             self.summary.counts[Action.DELETED] += 1
             customer_synced.send(sender=Customer, customer=row, action=Action.DELETED)
@@ -359,19 +389,19 @@ class BulkSync:
     def _invalid(self, decision: Decision) -> None:
         """A user the mapping cannot express: a failed row, nothing sent."""
         if not self.dry_run:
-            sync.record_mapping_error(decision.user, decision.row, str(decision.error), self.env, "default")
+            sync.record_mapping_error(decision.obj, decision.row, str(decision.error), self.env, "default")
         self.summary.add_error(
-            getattr(decision.user, "pk", None),
+            describe(decision.obj),
             decision.row.customer_id if decision.row else None,
             decision.error,
         )
 
     def _report_planned(self, decision: Decision) -> None:
-        user = getattr(decision.user, "pk", None)
+        who = describe(decision.obj) if decision.obj is not None else describe_row(decision.row)
         if decision.step in (Step.DELETE, Step.RETIRE):
             assert decision.row is not None
             self.summary.counts["would_delete"] += 1
-            self.report(f"would delete {decision.row.customer_id} (user {user})")
+            self.report(f"would delete {decision.row.customer_id} ({who})")
             return
         assert decision.payload is not None
         if decision.known and decision.row is not None:
@@ -379,10 +409,10 @@ class BulkSync:
             rename = decision.payload.customer_id != decision.row.customer_id
             self.summary.counts["would_update"] += 1
             what = ", ".join(sorted(changes)) + (" (rename)" if rename else "")
-            self.report(f"would update {decision.row.customer_id} (user {user}): {what or 'no field'}")
+            self.report(f"would update {decision.row.customer_id} ({who}): {what or 'no field'}")
         else:
             self.summary.counts["would_create"] += 1
-            self.report(f"would get_or_create {decision.payload.customer_id} (user {user})")
+            self.report(f"would get_or_create {decision.payload.customer_id} ({who})")
 
 
 def write_rows(rows: list[Customer], fields: list[str]) -> None:
@@ -408,6 +438,23 @@ def write_rows(rows: list[Customer], fields: list[str]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def describe(obj: Any) -> str | None:
+    """An object as messages name it: ``user 5``, ``team 3``."""
+    if obj is None:
+        return None
+    source = sources.registry().for_model(type(obj))
+    return source.describe(obj) if source else f"{type(obj).__name__} {obj.pk}"
+
+
+def describe_row(row: Customer | None) -> str:
+    """A row's object as messages name it, with no query; ``no object`` once
+    the object is deleted."""
+    if row is None or row.object_id is None:
+        return "no object"
+    source = sources.registry().for_content_type_id(row.content_type_id)
+    return source.describe(row.object_id) if source else f"object {row.object_id}"
 
 
 def jsonable(value: Any) -> Any:

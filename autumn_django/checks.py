@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from . import conf, contract
+from . import conf, contract, sources
 from .compat import task_backends
 
 
@@ -23,7 +23,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         Error(f"{problem.name} {problem.message}", hint=problem.hint or None, id="autumn_django.E001")
         for problem in conf.problems()
     ]
-    for check in (_check_unknown_keys, _check_live_key, _check_task_routing):
+    for check in (_check_unknown_keys, _check_live_key, _check_task_routing, _check_sources):
         messages.extend(_guarded(check))
     return messages
 
@@ -41,6 +41,18 @@ def _guarded(check: Callable[[], list[CheckMessage]]) -> list[CheckMessage]:
         return check()
     except Exception:
         return []
+
+
+def _check_sources() -> list[CheckMessage]:
+    """What ``CUSTOMER_SOURCES`` lists must import, be a CustomerSource with
+    an installed model, and give ids that cannot meet (E003); the shape of
+    the setting is E001's."""
+    if any(problem.setting == "CUSTOMER_SOURCES" for problem in conf.problems()):
+        return []
+    return [
+        Error(f'AUTUMN["CUSTOMER_SOURCES"] {message}', hint=hint or None, id="autumn_django.E003")
+        for message, hint in sources.source_problems()
+    ]
 
 
 def _check_unknown_keys() -> list[CheckMessage]:

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "CUSTOMER_ID": None,  # callable or dotted path, user -> str; None: str(user.pk)
     "CUSTOMER_DATA": None,  # callable or dotted path, user -> dict; None: see mapping.default_customer_data
     "SHOULD_SYNC": None,  # callable or dotted path, user -> bool; None: every user
+    # The models whose objects are customers: CustomerSource classes or their
+    # dotted paths. None: the user model alone (autumn_django.sources.UserSource).
+    "CUSTOMER_SOURCES": None,
     "DELETE_POLICY": "delete",  # or "keep": what a deleted or no longer qualifying user does remotely
     "DELETE_IN_STRIPE": False,
     "CREATE_IN_STRIPE": None,  # None: not sent; True/False: sent to get_or_create
@@ -571,6 +574,22 @@ def _check_function(value: Any, name: str) -> list[Problem]:
     return []
 
 
+def _check_sources(value: Any, name: str) -> list[Problem]:
+    """The shape only: what each entry imports to is checked by
+    :func:`autumn_django.sources.source_problems`, once the apps are ready."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) and all(isinstance(entry, (str, type)) for entry in value):
+        return []
+    return [
+        Problem(
+            name,
+            f"must be a list of CustomerSource classes or their dotted paths, not {show(value)}.",
+            'e.g. ["autumn_django.sources.UserSource", "teams.billing.TeamSource"].',
+        )
+    ]
+
+
 def _text(exc: BaseException) -> str:
     try:
         text = redact(str(exc))
@@ -669,6 +688,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any, str], list[Problem]]], ...] = (
     ("ADMIN_TIMEOUT", _check_timeout),
     ("MAX_RETRIES", _check_max_retries),
     *((name, _check_function) for name in CALLABLE_SETTINGS),
+    ("CUSTOMER_SOURCES", _check_sources),
     ("DELETE_POLICY", _check_delete_policy),
     ("DELETE_IN_STRIPE", _check_bool),
     ("RAISE_ERRORS", _check_bool),

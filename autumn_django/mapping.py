@@ -1,8 +1,9 @@
-"""From a Django user to the Autumn customer it should be.
+"""From a Django object (a user, a team) to the Autumn customer it should be.
 
-The site decides the mapping with three settings (``CUSTOMER_ID``,
-``CUSTOMER_DATA``, ``SHOULD_SYNC``); this module applies them and hashes the
-result, so that a save that changes nothing Autumn holds (Django's
+The site decides the mapping: for users with three settings
+(``CUSTOMER_ID``, ``CUSTOMER_DATA``, ``SHOULD_SYNC``), for any model with a
+:class:`~autumn_django.sources.CustomerSource`. This module applies it,
+checks what it gives and hashes the result, so that a save that changes nothing Autumn holds (Django's
 ``last_login`` update on every login) is recognised without a request.
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from . import conf, contract
+from . import conf, contract, sources
 from .exceptions import MappingError, message_text
+from .sources import CustomerSource, default_customer_data, default_customer_id
 
 __all__ = [
     "CUSTOMER_FIELDS",
@@ -39,7 +40,7 @@ CUSTOMER_FIELDS = ("name", "email", "fingerprint", "metadata")
 
 @dataclass(frozen=True)
 class Payload:
-    """What Autumn should hold for one user; ``hash`` identifies it."""
+    """What Autumn should hold for one object; ``hash`` identifies it."""
 
     customer_id: str
     fields: dict[str, Any]
@@ -57,86 +58,76 @@ class Payload:
         return cls(customer_id, decoded, hashlib.sha256(text.encode()).hexdigest())
 
 
-def default_customer_id(user: Any) -> str:
-    return str(user.pk)
+def should_sync(obj: Any, source: CustomerSource | None = None) -> bool:
+    """Whether ``obj`` is billed (``SHOULD_SYNC`` for a user); anything the
+    source raises becomes a :class:`MappingError` naming it."""
+    source = source or sources.registry().for_object(obj)
+    return bool(_call(source, "should_sync", obj))
 
 
-def default_customer_data(user: Any) -> dict[str, Any]:
-    """The full name (or the username), the email, and the user's pk in metadata.
-
-    Works with custom user models: ``get_full_name`` and the email field are
-    used only where the model has them.
-    """
-    get_full_name = getattr(user, "get_full_name", None)
-    name = (get_full_name() if callable(get_full_name) else "") or user.get_username()
-    email_field = user.get_email_field_name() if hasattr(user, "get_email_field_name") else "email"
-    email = getattr(user, email_field, None) or None
-    pk = user.pk if isinstance(user.pk, int) else str(user.pk)
-    return {"name": name or None, "email": email, "metadata": {"django_user_id": pk}}
-
-
-def should_sync(user: Any) -> bool:
-    """``SHOULD_SYNC`` for ``user`` (every user when unset); anything it
-    raises becomes a :class:`MappingError` naming the setting."""
-    function = conf.load().should_sync
-    return True if function is None else bool(_call("SHOULD_SYNC", function, user))
-
-
-def payload_for(user: Any) -> Payload:
-    """The payload for ``user``; :class:`MappingError` if the mapping raises
-    or gives anything Autumn or the mirror would refuse. Checked here, before
-    anything is sent or written, because the functions are the site's code."""
-    settings = conf.load()
-    customer_id = _call("CUSTOMER_ID", settings.customer_id or default_customer_id, user)
+def payload_for(obj: Any, source: CustomerSource | None = None) -> Payload:
+    """The payload for ``obj`` (a user, a team...); :class:`MappingError` if
+    its source raises or gives anything Autumn or the mirror would refuse.
+    Checked here, before anything is sent or written, because the source's
+    methods are the site's code."""
+    source = source or sources.registry().for_object(obj)
+    name, what = source.function_name, source.describe(obj)
+    customer_id = _call(source, "customer_id", obj)
     problem = contract.customer_id_problem(customer_id)
     if problem is None and len(customer_id) > MAX_ID_LENGTH:
         problem = f"longer than the mirror's {MAX_ID_LENGTH} characters"
     if problem:
         raise MappingError(
-            f"AUTUMN['CUSTOMER_ID'] gave {_shown(customer_id)} for user {user.pk}, which Autumn refuses "
-            f"(customer_id: {problem}). Fix the CUSTOMER_ID setting; nothing was sent."
+            f"{name('customer_id')} gave {_shown(customer_id)} for {what}, which Autumn refuses "
+            f"(customer_id: {problem}). Fix {_fix(source, 'customer_id')}; nothing was sent."
         )
-    data = _call("CUSTOMER_DATA", settings.customer_data or default_customer_data, user)
+    data = _call(source, "customer_data", obj)
     if not isinstance(data, dict):
         raise MappingError(
-            f"AUTUMN['CUSTOMER_DATA'] must return a dict, not {type(data).__name__}; nothing was sent."
+            f"{name('customer_data')} must return a dict, not {type(data).__name__}; nothing was sent."
         )
     unknown = sorted(str(key) for key in set(data) - set(CUSTOMER_FIELDS))
     if unknown:
         raise MappingError(
-            f"AUTUMN['CUSTOMER_DATA'] returned {_shown(', '.join(unknown))}; it may return only "
+            f"{name('customer_data')} returned {_shown(', '.join(unknown))}; it may return only "
             f"{', '.join(CUSTOMER_FIELDS)}. Nothing was sent."
         )
-    for name, limit in TEXT_LIMITS.items():
-        problem = _text_problem(data.get(name), limit)
+    for field_name, limit in TEXT_LIMITS.items():
+        problem = _text_problem(data.get(field_name), limit)
         if problem:
             raise MappingError(
-                f"AUTUMN['CUSTOMER_DATA'] gave a {name} for user {user.pk} that {problem}; nothing was sent."
+                f"{name('customer_data')} gave a {field_name} for {what} that {problem}; nothing was sent."
             )
     metadata = data.get("metadata")
     if metadata is not None:
         problem = _metadata_problem(metadata)
         if problem:
             raise MappingError(
-                f"AUTUMN['CUSTOMER_DATA'] gave metadata for user {user.pk} that {problem}; nothing was sent."
+                f"{name('customer_data')} gave metadata for {what} that {problem}; nothing was sent."
             )
     email = data.get("email")
     if email and not contract.is_valid_email(email):
         raise MappingError(
-            f"AUTUMN['CUSTOMER_DATA'] gave the email {_shown(email)} for user {user.pk}, which Autumn "
+            f"{name('customer_data')} gave the email {_shown(email)} for {what}, which Autumn "
             "refuses as not a valid email address; nothing was sent."
         )
     # Blank strings are stored by Autumn as null: compare them as null too.
-    fields = {name: (value if value != "" else None) for name, value in data.items()}
+    fields = {key: (value if value != "" else None) for key, value in data.items()}
     if fields.get("metadata", {}) is None:  # Autumn refuses a null metadata: none is none to set
         del fields["metadata"]
     try:
         return Payload.build(customer_id, fields)
     except (TypeError, ValueError, RecursionError) as error:  # not JSON, NaN, a cycle
         raise MappingError(
-            f"AUTUMN['CUSTOMER_DATA'] gave data for user {user.pk} that is not valid JSON "
+            f"{name('customer_data')} gave data for {what} that is not valid JSON "
             f"({type(error).__name__}: {_cut(str(error))}); nothing was sent."
         ) from None
+
+
+def _fix(source: CustomerSource, function: str) -> str:
+    """What to fix, as a message says it: the setting, or the source's method."""
+    name = source.function_name(function)
+    return f"the {name[8:-2]} setting" if name.startswith("AUTUMN[") else name
 
 
 #: The longest customer id the mirror holds (Autumn sets no limit of its own).
@@ -150,15 +141,15 @@ MAX_METADATA_DEPTH = 16
 MAX_METADATA_BYTES = 64 * 1024
 
 
-def _call(setting: str, function: Callable[[Any], Any], user: Any) -> Any:
-    """Run one of the site's mapping functions; whatever it raises becomes a
-    :class:`MappingError` naming the setting, so one user's bad data fails
-    that user's row and never the save, the task or a whole bulk run."""
+def _call(source: CustomerSource, function: str, obj: Any) -> Any:
+    """Run one of the source's mapping methods (the site's code); whatever it
+    raises becomes a :class:`MappingError` naming it, so one object's bad data
+    fails that object's row and never the save, the task or a bulk run."""
     try:
-        return function(user)
+        return getattr(source, function)(obj)
     except Exception as error:
         raise MappingError(
-            f"AUTUMN['{setting}'] raised {type(error).__name__} for user {user.pk}: "
+            f"{source.function_name(function)} raised {type(error).__name__} for {source.describe(obj)}: "
             f"{_cut(str(error))}. Nothing was sent."
         ) from error
 

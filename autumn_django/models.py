@@ -1,4 +1,5 @@
-"""The local mirror of Autumn customers: one row per synced user.
+"""The local mirror of Autumn customers: one row per synced object (a user,
+a team: any model registered as a customer source).
 
 The row is written in the same transaction as the user's change, before any
 call to Autumn, so a change is never lost when Autumn is slow or down: the
@@ -11,9 +12,12 @@ adds later needs no migration (as dj-stripe does).
 from __future__ import annotations
 
 import datetime
+import math
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -37,9 +41,17 @@ class CustomerQuerySet(models.QuerySet["Customer"]):
         )
 
     def orphans(self) -> CustomerQuerySet:
-        """Rows whose user is gone, waiting for Autumn to confirm the delete
+        """Rows whose object is gone, waiting for Autumn to confirm the delete
         (``deleting``) or for the delete to be confirmed again (``gone``)."""
-        return self.filter(state__in=[Customer.State.DELETING, Customer.State.GONE], user__isnull=True)
+        return self.filter(state__in=[Customer.State.DELETING, Customer.State.GONE], object_id__isnull=True)
+
+    def of(self, obj: models.Model) -> CustomerQuerySet:
+        """The row of ``obj`` (a user, a team...): ``.first()`` is it or None."""
+        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk))
+
+    def of_model(self, model: type[models.Model]) -> CustomerQuerySet:
+        """The rows linked to objects of ``model``."""
+        return self.filter(content_type=ContentType.objects.get_for_model(model))
 
 
 class Customer(models.Model):
@@ -56,15 +68,15 @@ class Customer(models.Model):
         SANDBOX = "sandbox"
         LIVE = "live"
 
-    # SET_NULL: when the user row is deleted, the mirror row stays (state
-    # "deleting") until Autumn has confirmed the remote delete.
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="autumn_customer",
+    # The object the customer is for, linked generically so that any model
+    # can be a customer (text, so integer and UUID keys both fit). When the
+    # object is deleted the link is cleared (object_id NULL) and the row
+    # stays, "deleting", until Autumn has confirmed the remote delete.
+    content_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    object_id = models.CharField(max_length=255, null=True, blank=True)
+    source = GenericForeignKey("content_type", "object_id")
     env = models.CharField(max_length=8, choices=Env.choices)
     customer_id = models.CharField(
         max_length=255, help_text="The customer's id at Autumn (the one last pushed)."
@@ -109,6 +121,10 @@ class Customer(models.Model):
         verbose_name = "Autumn customer mirror"
         constraints = [
             models.UniqueConstraint(fields=["env", "customer_id"], name="autumn_customer_unique_id_per_env"),
+            # One row per object; also the index every lookup by object uses.
+            models.UniqueConstraint(
+                fields=["content_type", "object_id"], name="autumn_customer_unique_source"
+            ),
         ]
         indexes = [
             # The outbox: rows still to push, oldest due first.
@@ -117,6 +133,15 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} ({self.env}, {self.state})"
+
+    @property
+    def user(self) -> Any:
+        """The row's user, when its object is one (``source`` for any model)."""
+        if self.content_type_id is None or self.object_id is None:
+            return None
+        if self.content_type_id != ContentType.objects.get_for_model(get_user_model()).pk:
+            return None
+        return self.source
 
     @property
     def is_known_remotely(self) -> bool:
@@ -138,6 +163,43 @@ class Customer(models.Model):
             and self.customer_id == payload.customer_id
             and self.payload_hash == payload.hash
         )
+
+    # --- billing state, read from Autumn's last answer (no query, no request) ---
+
+    @property
+    def active_plan_ids(self) -> list[str]:
+        """The plans the customer has now: active subscriptions (a pending
+        cancellation included, until it expires) and held purchases, from
+        Autumn's last answer (``data``)."""
+        data = self.data or {}
+        subscriptions = [
+            sub.get("plan_id") for sub in data.get("subscriptions") or [] if sub.get("status") == "active"
+        ]
+        purchases = [purchase.get("plan_id") for purchase in data.get("purchases") or []]
+        return [plan for plan in dict.fromkeys(subscriptions + purchases) if isinstance(plan, str)]
+
+    def has_plan(self, plan_id: str) -> bool:
+        """The customer has ``plan_id`` now (see :attr:`active_plan_ids`)."""
+        return plan_id in self.active_plan_ids
+
+    def balance(self, feature_id: str) -> dict[str, Any] | None:
+        """Autumn's balance of ``feature_id`` (``granted``, ``remaining``,
+        ``usage``, ``unlimited``, ``next_reset_at``...), or None."""
+        balances = (self.data or {}).get("balances") or {}
+        value = balances.get(feature_id) if isinstance(balances, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def has_feature(self, feature_id: str) -> bool:
+        """The customer may use ``feature_id``: a flag, an unlimited balance,
+        or a balance with some left."""
+        data = self.data or {}
+        if feature_id in (data.get("flags") or {}):
+            return True
+        balance = self.balance(feature_id)
+        if balance is None:
+            return False
+        remaining = balance.get("remaining")
+        return bool(balance.get("unlimited")) or (isinstance(remaining, (int, float)) and remaining > 0)
 
     @staticmethod
     def remote_columns(customer: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +232,129 @@ def _display(value: Any, limit: int) -> str | None:
     if value is None:
         return None
     return str(value).replace("\x00", "")[:limit]
+
+
+def _moment(value: Any) -> datetime.datetime | None:
+    """One of Autumn's times (epoch milliseconds) as a datetime, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+class CustomerPlan(models.Model):
+    """One of a customer's subscriptions or purchases, as Autumn last said:
+    a copy of ``Customer.data`` in columns, so that plans can be queried
+    across customers (``Customer.objects.filter(plans__plan_id="pro",
+    plans__status="active")``) and filtered in the admin. Rewritten whenever
+    the customer's billing in Autumn's answer changes."""
+
+    class Kind(models.TextChoices):
+        SUBSCRIPTION = "subscription"
+        PURCHASE = "purchase"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="plans")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    plan_id = models.CharField(max_length=255)
+    status = models.CharField(
+        max_length=32, blank=True, default="", help_text="active, scheduled, expired..."
+    )
+    past_due = models.BooleanField(default=False)
+    quantity = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    trial_ends_at = models.DateTimeField(null=True, blank=True)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Autumn plan"
+        indexes = [models.Index(fields=["plan_id", "status"], name="autumn_plan_by_id")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} ({self.status or self.kind})"
+
+    @classmethod
+    def from_remote(cls, customer_pk: int, kind: str, entry: dict[str, Any]) -> CustomerPlan:
+        quantity = entry.get("quantity")
+        return cls(
+            customer_id=customer_pk,
+            kind=kind,
+            plan_id=_display(entry.get("plan_id"), 255) or "",
+            status=_display(entry.get("status"), 32) or ("active" if kind == cls.Kind.PURCHASE else ""),
+            past_due=entry.get("past_due") is True,
+            quantity=quantity
+            if isinstance(quantity, (int, float)) and not isinstance(quantity, bool)
+            else None,
+            **{
+                name: _moment(entry.get(name))
+                for name in (
+                    "started_at",
+                    "canceled_at",
+                    "expires_at",
+                    "trial_ends_at",
+                    "current_period_start",
+                    "current_period_end",
+                )
+            },  # fmt: skip
+        )
+
+
+class CustomerFeature(models.Model):
+    """One of a customer's balances or flags, as Autumn last said, in
+    columns for queries (``Customer.objects.filter(features__feature_id=
+    "sso")``); rewritten with :class:`CustomerPlan`."""
+
+    class Kind(models.TextChoices):
+        BALANCE = "balance"
+        FLAG = "flag"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="features")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    feature_id = models.CharField(max_length=255)
+    granted = models.FloatField(null=True, blank=True)
+    remaining = models.FloatField(null=True, blank=True)
+    usage = models.FloatField(null=True, blank=True)
+    unlimited = models.BooleanField(default=False)
+    next_reset_at = models.DateTimeField(null=True, blank=True)
+    plan_id = models.CharField(max_length=255, blank=True, default="", help_text="A flag's plan.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Autumn feature"
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "kind", "feature_id"], name="autumn_feature_once")
+        ]
+        indexes = [models.Index(fields=["feature_id"], name="autumn_feature_by_id")]
+
+    def __str__(self) -> str:
+        return f"{self.feature_id} ({self.kind})"
+
+    @classmethod
+    def from_remote(
+        cls, customer_pk: int, kind: str, feature_id: str, entry: dict[str, Any]
+    ) -> CustomerFeature:
+        def number(name: str) -> float | None:
+            value = entry.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+            return None
+
+        return cls(
+            customer_id=customer_pk,
+            kind=kind,
+            feature_id=_display(feature_id, 255) or "",
+            granted=number("granted"),
+            remaining=number("remaining"),
+            usage=number("usage"),
+            unlimited=entry.get("unlimited") is True,
+            next_reset_at=_moment(entry.get("next_reset_at")),
+            plan_id=_display(entry.get("plan_id"), 255) or "",
+            expires_at=_moment(entry.get("expires_at")),
+        )
 
 
 class RemoteCustomer(models.Model):

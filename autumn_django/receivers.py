@@ -1,40 +1,138 @@
-"""The receivers that follow the user model, connected in ``AppConfig.ready()``.
+"""The receivers that follow the customer sources, connected in ``AppConfig.ready()``.
 
-A save or delete writes the mirror row in the user's own transaction
-(:func:`~autumn_django.sync.mark_changed`, :func:`~autumn_django.sync.mark_deleted`)
-and enqueues the sync for after the commit. Saves that bypass signals
-(``bulk_create``, ``QuerySet.update()``, raw SQL) are not seen here;
-``manage.py autumn_sync`` covers them.
+A save or delete of a source object (a user, a team) writes its mirror row
+in the object's own transaction (:func:`~autumn_django.sync.mark_changed`,
+:func:`~autumn_django.sync.mark_deleted`) and enqueues the sync for after
+the commit. A change to a model a source depends on (a user's email, for
+the teams the user owns) marks the dependent objects the same way; an
+unchanged payload costs no task. Saves that bypass signals
+(``bulk_create``, ``QuerySet.update()``, raw SQL, ``on_delete=SET_NULL``)
+are not seen here; ``manage.py autumn_sync`` covers them.
+
+The receivers listen to every model and look the sender up in the
+registry: one dictionary lookup for a model that is not a source, and a
+change of ``AUTUMN["CUSTOMER_SOURCES"]`` (``override_settings`` in tests)
+needs no reconnecting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db.models.signals import post_save, pre_delete
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
-from . import sync, tasks
+from . import sources, sync, tasks
 from .signals import sync_enabled
+from .sources import CustomerSource
 
 
-def user_saved(sender: Any, instance: Any, raw: bool = False, using: str = "default", **kwargs: Any) -> None:
+def object_saved(
+    sender: Any,
+    instance: Any,
+    raw: bool = False,
+    using: str = "default",
+    created: bool = False,
+    update_fields: Collection[str] | None = None,
+    **kwargs: Any,
+) -> None:
     if raw or not sync_enabled():
         return
-    # A user's save must not fail because of us, unless the site asks.
-    with sync.errors_logged("Could not record the Autumn sync of user %s; run autumn_sync.", instance.pk):
-        tasks.enqueue_after_commit(sync.mark_changed(instance, using), using)
+    watched = _watching(sender)
+    if watched is None:
+        return
+    with sync.errors_logged(
+        "Could not record the Autumn sync of %s %s; run autumn_sync.", sender, instance.pk
+    ):
+        source, feeds = watched
+        if source is not None:
+            tasks.enqueue_after_commit(
+                sync.mark_changed(instance, using, source=source, created=created), using
+            )
+        for dependent, dependency in feeds:
+            if dependency.customers is not None and dependency.concerns(update_fields):
+                _mark(dependent, dependency.customers(instance), using)
 
 
-def user_deleting(sender: Any, instance: Any, using: str = "default", **kwargs: Any) -> None:
+def object_deleting(sender: Any, instance: Any, using: str = "default", **kwargs: Any) -> None:
+    """Before a source object goes: its row is marked (or, under
+    ``DELETE_POLICY = "keep"``, only unlinked) in the same transaction. The
+    link is cleared even inside ``disable_sync()``: it must never point at
+    an object that is gone."""
+    watched = _watching(sender)
+    if watched is None or watched[0] is None:
+        return
+    with sync.errors_logged(
+        "Could not record the Autumn delete of %s %s; run autumn_sync.", sender, instance.pk
+    ):
+        row = sync.mark_deleted(instance, using)
+        if sync_enabled():
+            tasks.enqueue_after_commit(row, using)
+
+
+def object_deleted(sender: Any, instance: Any, using: str = "default", **kwargs: Any) -> None:
+    """After a row a source depends on is deleted (a membership): its
+    dependents are re-synced."""
     if not sync_enabled():
         return
-    with sync.errors_logged("Could not record the Autumn delete of user %s; run autumn_sync.", instance.pk):
-        tasks.enqueue_after_commit(sync.mark_deleted(instance, using), using)
+    watched = _watching(sender)
+    if watched is None:
+        return
+    with sync.errors_logged(
+        "Could not record the Autumn sync after deleting %s %s; run autumn_sync.", sender, instance.pk
+    ):
+        for dependent, dependency in watched[1]:
+            if dependency.customers is not None:
+                _mark(dependent, dependency.customers(instance), using)
+
+
+def relation_changed(
+    sender: Any,
+    instance: Any,
+    action: str,
+    model: Any,
+    pk_set: set[Any] | None,
+    using: str = "default",
+    **kwargs: Any,
+) -> None:
+    """A many-to-many ``through`` model a source depends on: ``.add()``,
+    ``.remove()`` and ``.clear()`` re-sync the customers on either side."""
+    if action not in ("post_add", "post_remove", "post_clear") or not sync_enabled():
+        return
+    watched = _watching(sender)
+    if watched is None or not watched[1]:
+        return
+    with sync.errors_logged(
+        "Could not record the Autumn sync of %s %s; run autumn_sync.", sender, instance.pk
+    ):
+        registry = sources.registry()
+        own = registry.for_model(type(instance))
+        if own is not None:
+            _mark(own, [instance], using)
+        other = registry.for_model(model)
+        if other is not None and pk_set:
+            _mark(other, other.get_queryset().filter(pk__in=pk_set), using)
+
+
+def _watching(sender: Any) -> Any:
+    """What a change of ``sender`` concerns, or None (nearly every model).
+    A broken ``CUSTOMER_SOURCES`` is logged, not raised into the site's
+    save (the system checks report it at start-up), unless ``RAISE_ERRORS``."""
+    with sync.errors_logged("Could not read AUTUMN['CUSTOMER_SOURCES']; nothing is synced."):
+        return sources.registry().watching(sender)
+    return None
+
+
+def _mark(source: CustomerSource, objects: Iterable[Any], using: str) -> None:
+    """Mark objects reached through a dependency; they never take over a
+    deleted object's row (see :func:`~autumn_django.sync.mark_changed`)."""
+    for obj in objects:
+        tasks.enqueue_after_commit(sync.mark_changed(obj, using, source=source, take=False), using)
 
 
 def connect() -> None:
-    """Follow the user model."""
-    user_model = get_user_model()
-    post_save.connect(user_saved, sender=user_model, dispatch_uid="autumn_django.user_saved")
-    pre_delete.connect(user_deleting, sender=user_model, dispatch_uid="autumn_django.user_deleting")
+    """Follow every model; the registry says which ones matter."""
+    post_save.connect(object_saved, dispatch_uid="autumn_django.object_saved")
+    pre_delete.connect(object_deleting, dispatch_uid="autumn_django.object_deleting")
+    post_delete.connect(object_deleted, dispatch_uid="autumn_django.object_deleted")
+    m2m_changed.connect(relation_changed, dispatch_uid="autumn_django.relation_changed")

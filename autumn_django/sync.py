@@ -1,7 +1,10 @@
-"""The sync rules: bring a mirror row, and Autumn, to what the user says.
+"""The sync rules: bring a mirror row, and Autumn, to what its object says.
 
 One module, used by the signal handlers (through the task), by
 ``manage.py autumn_sync`` and by the admin's actions; there is no second copy.
+
+The object is a user, a team, any model registered as a customer source
+(:mod:`autumn_django.sources`); "user" below stands for any of them.
 
 Two halves. :func:`mark_changed` and :func:`mark_deleted` run inside the
 user's transaction: they write the mirror row (``pending`` or ``deleting``)
@@ -48,16 +51,18 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from . import conf, contract, mapping
+from . import billing, conf, contract, mapping, sources
 from .client import AutumnClient, get_client
 from .exceptions import AutumnError, Conflict, MappingError, MirrorWriteError, NotFound, message_text
 from .mapping import Payload
 from .models import Customer
 from .signals import customer_sync_failed, customer_synced
+from .sources import CustomerSource
 
 logger = logging.getLogger("autumn_django.sync")
 
@@ -151,21 +156,35 @@ def errors_logged(message: str, *args: Any) -> Iterator[None]:
 # --- inside the user's transaction -------------------------------------------
 
 
-def mark_changed(user: Any, using: str = "default") -> Customer | None:
-    """Record that ``user``'s customer must be brought up to date.
+def mark_changed(
+    user: Any,
+    using: str = "default",
+    *,
+    source: CustomerSource | None = None,
+    created: bool = False,
+    take: bool = True,
+) -> Customer | None:
+    """Record that ``user``'s customer (or any source object's) must be
+    brought up to date.
 
     Returns the row when a sync is due (the caller enqueues it after commit),
     ``None`` when nothing is to be done. Costs one query when the payload is
     what Autumn already holds (a ``last_login`` save), and no request.
+    ``created`` (an object saved for the first time) skips looking for a
+    row it cannot have yet. ``take=False`` (a change seen through a
+    dependency) never takes over a deleted object's row: in a cascade, a
+    team's memberships go after the team was marked deleting, and must not
+    bring its customer back.
     """
-    row = _row_of(user, using)
+    source = source or sources.registry().for_object(user)
+    row = None if created else _row_of(user, using)
     env = mapping.current_env()
     try:
-        payload = mapping.payload_for(user) if mapping.should_sync(user) else None
+        payload = mapping.payload_for(user, source) if mapping.should_sync(user, source) else None
     except MappingError as error:
-        record_mapping_error(user, row, str(error), env, using)
+        record_mapping_error(user, row, str(error), env, using, source, look=created)
         return None
-    if payload is None:  # the user does not qualify (SHOULD_SYNC)
+    if payload is None:  # the object does not qualify (SHOULD_SYNC)
         if row is None or conf.load().delete_policy == "keep" or row.state == Customer.State.DELETING:
             return None
         return _bump(row, Customer.State.DELETING, using)
@@ -176,31 +195,87 @@ def mark_changed(user: Any, using: str = "default") -> Customer | None:
     try:
         with _savepoint(using):
             return Customer.objects.using(using).create(
-                user=user,
+                **link_values(user),
                 env=env,
                 customer_id=payload.customer_id,
                 state=Customer.State.PENDING,
                 pushed_at=timezone.now(),
             )
     except IntegrityError:
+        if created and _row_of(user, using) is not None:  # a row left by a deleted object with this pk
+            return mark_changed(user, using, source=source)
+        if not take:
+            if not _held_by_deleted(env, payload.customer_id, using):
+                message = duplicate_message(payload.customer_id, env, using)
+                record_mapping_error(user, None, message, env, using, source)
+            return None
         taken = take_over(user, env, payload.customer_id, using)
         if taken is None:
-            record_mapping_error(user, None, duplicate_message(payload.customer_id), env, using)
+            record_mapping_error(
+                user, None, duplicate_message(payload.customer_id, env, using), env, using, source
+            )
         return taken
 
 
 def mark_deleted(user: Any, using: str = "default") -> Customer | None:
-    """Record, before ``user`` is deleted, that its customer must go too.
+    """Record, before ``user`` (or any source object) is deleted, that its
+    customer must go too.
 
-    The row outlives the user (its link is set to NULL) until Autumn has
-    confirmed the delete. With ``DELETE_POLICY = "keep"`` nothing changes.
+    The row outlives the object, unlinked, until Autumn has confirmed the
+    delete. With ``DELETE_POLICY = "keep"`` the row is only unlinked.
     """
-    if conf.load().delete_policy == "keep":
-        return None
     row = _row_of(user, using)
-    if row is None or row.state == Customer.State.DELETING:
+    if row is None:
         return None
-    return _bump(row, Customer.State.DELETING, using)
+    if conf.load().delete_policy == "keep" or row.state == Customer.State.DELETING:
+        Customer.objects.using(using).filter(pk=row.pk).update(object_id=None, updated=timezone.now())
+        return None
+    return _bump(row, Customer.State.DELETING, using, object_id=None)
+
+
+def _held_by_deleted(env: str, customer_id: str, using: str) -> bool:
+    return (
+        Customer.objects.using(using)
+        .filter(env=env, customer_id=customer_id, object_id__isnull=True)
+        .filter(state__in=[Customer.State.DELETING, Customer.State.GONE])
+        .exists()
+    )
+
+
+def link_values(obj: Any) -> dict[str, Any]:
+    """The row's columns that link it to ``obj``."""
+    return {"content_type": ContentType.objects.get_for_model(obj), "object_id": str(obj.pk)}
+
+
+def source_object(row: Customer) -> Any:
+    """The object ``row`` is for, read through its source's queryset (with the
+    ``select_related`` the mapping needs), or None: deleted, unlinked, or of a
+    model no longer registered."""
+    if row.object_id is None:
+        return None
+    source = sources.registry().for_content_type_id(row.content_type_id)
+    if source is None:
+        return None
+    obj = next(iter(source.get_queryset().filter(pk=row.object_id).order_by()[:1]), None)
+    Customer.source.set_cached_value(row, obj)  # type: ignore[attr-defined]
+    return obj
+
+
+def with_sources(rows: list[Customer]) -> list[tuple[Customer, Any]]:
+    """``rows`` with their objects, read in one query per model."""
+    wanted: dict[int, list[Customer]] = {}
+    for row in rows:
+        if row.object_id is not None and row.content_type_id is not None:
+            wanted.setdefault(row.content_type_id, []).append(row)
+    found: dict[tuple[int, str], Any] = {}
+    registry = sources.registry()
+    for content_type_id, linked in wanted.items():
+        source = registry.for_content_type_id(content_type_id)
+        if source is None:
+            continue
+        for obj in source.get_queryset().filter(pk__in=[row.object_id for row in linked]).order_by():
+            found[(content_type_id, str(obj.pk))] = obj
+    return [(row, found.get((row.content_type_id, row.object_id))) for row in rows]  # type: ignore[arg-type]
 
 
 def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> Customer | None:
@@ -214,7 +289,7 @@ def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> 
         .filter(
             env=env,
             customer_id=customer_id,
-            user__isnull=True,
+            object_id__isnull=True,
             state__in=[Customer.State.DELETING, Customer.State.GONE],
         )
         .only("pk")
@@ -224,7 +299,7 @@ def take_over(user: Any, env: str, customer_id: str, using: str = "default") -> 
         return None
     now = timezone.now()
     Customer.objects.using(using).filter(pk=holder.pk).update(
-        user=user,
+        **link_values(user),
         state=Customer.State.PENDING,
         version=F("version") + 1,
         next_attempt_at=None,
@@ -240,22 +315,35 @@ def _row_of(user: Any, using: str) -> Customer | None:
     """The user's mirror row, with only the columns the rules read here: this
     runs on every save of every user (every login), where decoding the
     JSON columns and ordering cost more than the lookup itself."""
-    rows = Customer.objects.using(using).only(*Customer.HOLDS_FIELDS).filter(user_id=user.pk)
+    rows = Customer.objects.using(using).only(*Customer.HOLDS_FIELDS).filter(**link_values(user))
     return next(iter(rows.order_by()[:1]), None)
 
 
-def _bump(row: Customer, state: str, using: str) -> Customer:
+def _bump(row: Customer, state: str, using: str, **values: Any) -> Customer:
     now = timezone.now()
     pushing = {"pushed_at": now} if state == Customer.State.PENDING else {}
     Customer.objects.using(using).filter(pk=row.pk).update(
-        state=state, version=F("version") + 1, next_attempt_at=None, updated=now, **pushing
+        state=state, version=F("version") + 1, next_attempt_at=None, updated=now, **pushing, **values
     )
     return row
 
 
-def record_mapping_error(user: Any, row: Customer | None, message: str, env: str, using: str) -> None:
-    """A mapping Autumn would refuse: a failed row with the message, nothing sent."""
-    logger.error("Not syncing user %s: %s", user.pk, message)
+def record_mapping_error(
+    user: Any,
+    row: Customer | None,
+    message: str,
+    env: str,
+    using: str,
+    source: CustomerSource | None = None,
+    *,
+    look: bool = False,
+) -> None:
+    """A mapping Autumn would refuse: a failed row with the message, nothing
+    sent. ``look``: ``row`` was not looked for (a new object)."""
+    source = source or sources.registry().for_object(user)
+    logger.error("Not syncing %s: %s", source.describe(user), message)
+    if row is None and look:
+        row = _row_of(user, using)
     if row is not None:
         Customer.objects.using(using).filter(pk=row.pk).update(
             state=Customer.State.FAILED,
@@ -269,9 +357,9 @@ def record_mapping_error(user: Any, row: Customer | None, message: str, env: str
         with _savepoint(using):
             # The row needs some id; the refused one is recorded for the admin to see.
             Customer.objects.using(using).create(
-                user=user,
+                **link_values(user),
                 env=env,
-                customer_id=f"invalid:{user.pk}"[:255],
+                customer_id=_invalid_id(source, user),
                 state=Customer.State.FAILED,
                 last_error=message_text(message),
             )
@@ -279,17 +367,23 @@ def record_mapping_error(user: Any, row: Customer | None, message: str, env: str
         pass
 
 
+def _invalid_id(source: CustomerSource, obj: Any) -> str:
+    """A placeholder id for the row of an object whose own id is refused:
+    unique per object, and never a valid Autumn id (so never sent)."""
+    return f"invalid:{source.label}:{obj.pk}"[:255]
+
+
 # --- later: talking to Autumn --------------------------------------------------
 
 
 @dataclass
 class Decision:
-    """What one row and user call for (:class:`Step`), decided without a
+    """What one row and object call for (:class:`Step`), decided without a
     query or a request, with what the step needs."""
 
     step: Step
     row: Customer | None
-    user: Any = None
+    obj: Any = None
     payload: Payload | None = None
     known: bool = False
     error: Exception | None = None
@@ -305,28 +399,29 @@ class Outcome:
     calls: list[str] = field(default_factory=list)
 
 
-def decide(row: Customer | None, user: Any, env: str, *, force: bool = False) -> Decision:
-    """Decide what bringing ``row`` (None for a user never mirrored) and
-    ``user`` to the desired state takes. Pure: the rules, no I/O."""
+def decide(row: Customer | None, obj: Any, env: str, *, force: bool = False) -> Decision:
+    """Decide what bringing ``row`` (None for an object never mirrored) and
+    ``obj`` (a user, a team; None when gone) to the desired state takes.
+    Pure: the rules, no I/O."""
     if row is not None and row.state == Customer.State.DELETING:
-        return Decision(Step.DELETE, row, user)
+        return Decision(Step.DELETE, row, obj)
     if row is not None and row.state == Customer.State.GONE:
         due = row.next_attempt_at is None or row.next_attempt_at <= timezone.now()
-        return Decision(Step.DELETE if due else Step.SKIPPED, row, user)
-    if user is None:  # unlinked and kept ("keep" policy): nothing to push
+        return Decision(Step.DELETE if due else Step.SKIPPED, row, obj)
+    if obj is None:  # unlinked and kept ("keep" policy): nothing to push
         return Decision(Step.SKIPPED, row)
     try:
-        payload = mapping.payload_for(user) if mapping.should_sync(user) else None
+        payload = mapping.payload_for(obj) if mapping.should_sync(obj) else None
     except MappingError as error:
-        return Decision(Step.INVALID, row, user, error=error)
-    if payload is None:  # the user does not qualify (SHOULD_SYNC)
+        return Decision(Step.INVALID, row, obj, error=error)
+    if payload is None:  # the object does not qualify (SHOULD_SYNC)
         if row is None:
-            return Decision(Step.SKIPPED, row, user)
-        return Decision(Step.KEPT if conf.load().delete_policy == "keep" else Step.RETIRE, row, user)
+            return Decision(Step.SKIPPED, row, obj)
+        return Decision(Step.KEPT if conf.load().delete_policy == "keep" else Step.RETIRE, row, obj)
     known = row is not None and row.is_known_remotely and row.env == env
     if not force and row is not None and row.holds(payload, env):
-        return Decision(Step.UNCHANGED, row, user, payload, known)
-    return Decision(Step.PUSH, row, user, payload, known)
+        return Decision(Step.UNCHANGED, row, obj, payload, known)
+    return Decision(Step.PUSH, row, obj, payload, known)
 
 
 def execute(decision: Decision, client: AutumnClient, *, force: bool = False) -> Outcome:
@@ -357,8 +452,11 @@ def refreshed_values(customer: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_remote(row_pk: int, customer: dict[str, Any]) -> None:
-    """Keep what Autumn holds for a row, read outside a sync."""
-    Customer.objects.filter(pk=row_pk).update(**refreshed_values(customer), updated=timezone.now())
+    """Keep what Autumn holds for a row, read outside a sync, billing
+    state included."""
+    with transaction.atomic():
+        Customer.objects.filter(pk=row_pk).update(**refreshed_values(customer), updated=timezone.now())
+        billing.store([(row_pk, customer)])
 
 
 def refresh(row: Customer, client: AutumnClient | None = None) -> dict[str, Any]:
@@ -369,12 +467,16 @@ def refresh(row: Customer, client: AutumnClient | None = None) -> dict[str, Any]
     return remote
 
 
-def link(user: Any, customer: dict[str, Any]) -> tuple[Customer, bool]:
-    """Mirror an existing Autumn customer as ``user``'s row (made elsewhere,
-    or the row was lost); returns the row and whether it is new."""
-    return Customer.objects.update_or_create(
-        user=user, defaults={**refreshed_values(customer), "state": Customer.State.SYNCED}
-    )
+def link(obj: Any, customer: dict[str, Any]) -> tuple[Customer, bool]:
+    """Mirror an existing Autumn customer as ``obj``'s row (a user's, a
+    team's; made elsewhere, or the row was lost); returns the row and
+    whether it is new."""
+    with transaction.atomic():
+        row, created = Customer.objects.update_or_create(
+            **link_values(obj), defaults={**refreshed_values(customer), "state": Customer.State.SYNCED}
+        )
+        billing.store([(row.pk, customer)])
+    return row, created
 
 
 def synced_values(remote: dict[str, Any], payload: Payload) -> dict[str, Any]:
@@ -421,15 +523,18 @@ def _sync(customer_pk: int, client: AutumnClient, force: bool, made: str | None)
     env = mapping.current_env()
     calls: list[str] = []
     for _ in range(MAX_ROUNDS):
-        row = Customer.objects.select_related("user").filter(pk=customer_pk).first()
+        row = Customer.objects.filter(pk=customer_pk).first()
         if made is not None and _abandoned(row, made):
             _compensate(client, env, made, calls)
             made = None
         if row is None:
             return SyncResult(Action.SKIPPED, customer_pk, calls=calls)
         forced = force or bool(calls)
-        decision = decide(row, row.user, env, force=forced)
+        obj = source_object(row)
         try:
+            if obj is None and row.object_id is not None and _vanished(row):
+                raise _Stale
+            decision = decide(row, obj, env, force=forced)
             if decision.step == Step.RETIRE:
                 _require_version(row, state=Customer.State.DELETING, version=F("version") + 1)
                 raise _Stale
@@ -471,9 +576,14 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
         return SyncResult(Action.DELETED, row.pk, row.customer_id, retry_at=retry_at, calls=calls)
     assert outcome.remote is not None and decision.payload is not None
     values = synced_values(outcome.remote, decision.payload)
+    # The billing tables are rewritten only when the billing part changed:
+    # a push that changes a name costs no transaction and no billing write.
+    changed_billing = billing.changed(row.data, outcome.remote)
     try:
-        with _savepoint(Customer.objects.db):
+        with transaction.atomic() if changed_billing else _savepoint(Customer.objects.db):
             _require_version(row, **values, pushed_at=_landed(row.pushed_at))
+            if changed_billing:
+                billing.store([(row.pk, outcome.remote)])
     except (IntegrityError, DataError) as error:
         return _fail(row, write_error(error, values["customer_id"]), calls)
     for name, value in values.items():
@@ -481,6 +591,20 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     row.pushed_at = None
     customer_synced.send(sender=Customer, customer=row, action=outcome.action)
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
+
+
+def _vanished(row: Customer) -> bool:
+    """The row's object is gone without its delete being seen (a raw SQL
+    delete, a cascade through ``QuerySet.update``): unlink the row and, by
+    ``DELETE_POLICY``, delete its customer. Returns whether the row changed
+    (a row of a model no longer registered is left alone)."""
+    if sources.registry().for_content_type_id(row.content_type_id) is None:
+        return False
+    if conf.load().delete_policy == "keep" or row.state in (Customer.State.DELETING, Customer.State.GONE):
+        _require_version(row, object_id=None)
+    else:
+        _require_version(row, state=Customer.State.DELETING, object_id=None, version=F("version") + 1)
+    return True
 
 
 def freshly_marked(row: Customer) -> bool:
@@ -570,10 +694,19 @@ def write_error(error: DatabaseError, customer_id: str) -> AutumnError:
     )
 
 
-def duplicate_message(customer_id: str) -> str:
+def duplicate_message(customer_id: str, env: str | None = None, using: str = "default") -> str:
+    """Two objects map to one customer id: name the one that holds it, so the
+    site sees which mapping to fix. They never share the customer."""
+    holder = None
+    if env is not None:
+        row = Customer.objects.using(using).filter(env=env, customer_id=customer_id).first()
+        source = sources.registry().for_content_type_id(row.content_type_id) if row else None
+        if row is not None and source is not None and row.object_id is not None:
+            holder = source.describe(row.object_id)
     return (
-        f"Autumn customer {customer_id!r} is already mirrored by another row; "
-        "two users map to one customer id. Check AUTUMN['CUSTOMER_ID']."
+        f"Autumn customer {customer_id!r} is already mirrored by {holder or 'another row'}; "
+        "two objects map to one customer id, and they never share a customer. "
+        "Check AUTUMN['CUSTOMER_ID'] and the customer_id of your customer sources."
     )
 
 

@@ -2,7 +2,7 @@
 chunk of ``autumn_sync --enqueue``.
 
 They take primary keys, not model instances, so any backend can carry them
-(the database, RQ, Celery on Django 6), and they read the user's data when
+(the database, RQ, Celery on Django 6), and they read the object's data when
 they run, not when they were enqueued. The default queue and priority are
 fixed at decoration, as the Tasks API wants; ``AUTUMN["TASK_BACKEND"]`` and
 ``AUTUMN["TASK_QUEUE"]`` are applied with ``.using()`` when enqueueing.
@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import conf, sync, webhooks
+from . import conf, sources, sync, webhooks
 from .bulk import BulkSync
 from .client import bulk_client
 from .compat import TaskResultStatus, task
@@ -70,11 +70,21 @@ def process_webhook_event(event_pk: int) -> dict[str, Any]:
 
 
 @task()
-def sync_users(user_pks: list[Any], concurrency: int = CHUNK_CONCURRENCY) -> dict[str, Any]:
-    """One chunk of ``autumn_sync --enqueue``: the bulk push over these users."""
-    users = get_user_model()._default_manager.filter(pk__in=user_pks).order_by("pk")
-    summary = BulkSync(bulk_client(concurrency), concurrency=concurrency).push(users, include_deleting=False)
+def sync_objects(model: str, pks: list[Any], concurrency: int = CHUNK_CONCURRENCY) -> dict[str, Any]:
+    """One chunk of ``autumn_sync --enqueue``: the bulk push over these
+    objects of one customer source (``"auth.user"``, ``"teams.team"``)."""
+    objects = sources.registry().get(model).get_queryset().filter(pk__in=pks).order_by("pk")
+    summary = BulkSync(bulk_client(concurrency), concurrency=concurrency).push(
+        [objects], include_deleting=False
+    )
     return summary.as_dict()
+
+
+@task()
+def sync_users(user_pks: list[Any], concurrency: int = CHUNK_CONCURRENCY) -> dict[str, Any]:
+    """A chunk of users, as enqueued before customer sources existed (kept so
+    that such tasks still run after an upgrade)."""
+    return sync_objects.call(get_user_model()._meta.label_lower, user_pks, concurrency)
 
 
 def configured(task_: Any = None, **options: Any) -> Any:
@@ -88,9 +98,43 @@ def configured(task_: Any = None, **options: Any) -> Any:
 
 def enqueue_after_commit(row: Customer | None, using: str = "default") -> None:
     """Enqueue the sync of ``row`` (a mirror row or None) once the current
-    transaction commits; a rollback enqueues nothing."""
-    if row is not None:
-        transaction.on_commit(partial(_enqueue, row.pk), using=using)
+    transaction commits; a rollback enqueues nothing. A row marked twice in
+    one transaction (a team saved, then its first membership) is enqueued
+    once: the task reads the row as it is at the commit."""
+    if row is not None and not _waiting(row.pk, using):
+        transaction.on_commit(_AfterCommit(row.pk), using=using)
+
+
+class _AfterCommit:
+    """The commit callback that enqueues one row's sync; it knows whether it
+    has run, as a test's ``captureOnCommitCallbacks`` leaves it listed."""
+
+    def __init__(self, customer_pk: int) -> None:
+        self.customer_pk = customer_pk
+        self.ran = False
+
+    def __call__(self) -> None:
+        self.ran = True
+        _enqueue(self.customer_pk)
+
+
+def _waiting(customer_pk: int, using: str) -> bool:
+    """This transaction already has the row's sync waiting for its commit.
+    Looks through the connection's commit callbacks only for a row already
+    seen in this transaction (a savepoint rolled back may have dropped it)."""
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
+        return False
+    seen: set[int] = connection.__dict__.setdefault("autumn_queued", set())
+    if not connection.run_on_commit:
+        seen.clear()  # a new transaction
+    if customer_pk not in seen:
+        seen.add(customer_pk)
+        return False
+    return any(
+        isinstance(entry[1], _AfterCommit) and entry[1].customer_pk == customer_pk and not entry[1].ran
+        for entry in connection.run_on_commit
+    )
 
 
 def _enqueue(customer_pk: int) -> None:

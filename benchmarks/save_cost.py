@@ -25,10 +25,12 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.contenttypes.models import ContentType  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from autumn_django.signals import disable_sync  # noqa: E402
@@ -57,12 +59,54 @@ def time_logins(user, saves: int) -> float:
     return min(one_round() for _ in range(3))
 
 
+def measure_teams(emulator, owner):
+    """The same with teams billed beside users (the suite's TeamSource: the
+    owner's email and the member count feed the team's customer)."""
+    from tests.teams.billing import EVERY_SOURCE
+    from tests.teams.models import Membership, Team
+
+    rows = []
+    with override_settings(AUTUMN={**settings.AUTUMN, "CUSTOMER_SOURCES": EVERY_SOURCE}):
+        ContentType.objects.get_for_model(Team)
+        holder = {}
+
+        def create():
+            with transaction.atomic():  # a view's transaction (ATOMIC_REQUESTS)
+                holder["team"] = team = Team.objects.create(name="Acme", owner=owner)
+                Membership.objects.create(team=team, user=owner)
+
+        rows.append(("team created (with its owner)", *measure(emulator, create)))
+        team = holder["team"]
+
+        def rename():
+            team.name = "Acme Ltd"
+            team.save()
+
+        rows.append(("team renamed", *measure(emulator, rename)))
+        rows.append(("team saved unchanged", *measure(emulator, team.save)))
+
+        def owner_email():
+            owner.email = "jane@acme.example.com"
+            owner.save()
+
+        rows.append(("owner's email changed (1 team)", *measure(emulator, owner_email)))
+
+        def owner_login():
+            owner.last_login = timezone.now()
+            owner.save(update_fields=["last_login"])
+
+        rows.append(("owner logs in (teams billed)", *measure(emulator, owner_login)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--saves", type=int, default=2000, help="saves per timed round (default 2000)")
     saves = parser.parse_args().saves
     call_command("migrate", verbosity=0)
     User = get_user_model()
+    # A running site has read its content types once: measure the steady state.
+    ContentType.objects.get_for_model(User)
     with emulate() as emulator:
         rows = []
         holder = {}
@@ -87,9 +131,10 @@ def main() -> None:
         with disable_sync():
             bare = time_logins(user, saves)
         synced = time_logins(user, saves)
-    print(f"{'save':<24} {'queries':>8} {'of them ours':>13}  Autumn requests")
-    for label, total, ours, routes in rows:
-        print(f"{label:<24} {total:>8} {ours:>13}  {len(routes)} {', '.join(routes) or '-'}")
+        team_rows = measure_teams(emulator, user)
+    print(f"{'save':<34} {'queries':>8} {'of them ours':>13}  Autumn requests")
+    for label, total, ours, routes in rows + team_rows:
+        print(f"{label:<34} {total:>8} {ours:>13}  {len(routes)} {', '.join(routes) or '-'}")
 
     print()
     print(

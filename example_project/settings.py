@@ -85,6 +85,8 @@ AUTUMN = {
     "SECRET_KEY": env("AUTUMN_SECRET_KEY", default=EMULATOR_SECRET_KEY),
     "BASE_URL": env("AUTUMN_BASE_URL", default=EMULATOR_URL),
     "API_VERSION": env("AUTUMN_API_VERSION", default="2.1"),
+    # Users and teams are both Autumn customers (teams: example_project/billing.py).
+    "CUSTOMER_SOURCES": ["autumn_django.sources.UserSource", "example_project.billing.TeamSource"],
 }
 
 LOGGING = {

@@ -13,6 +13,9 @@ urlpatterns = [
     path("profile/", views.profile, name="profile"),
     path("billing/", views.billing, name="billing"),
     path("billing/refresh/", views.refresh, name="billing-refresh"),
+    path("teams/new/", views.team_new, name="team-new"),
+    path("teams/<int:pk>/members/", views.team_add_member, name="team-add-member"),
+    path("teams/<int:pk>/refresh/", views.team_refresh, name="team-refresh"),
     path("admin/", admin.site.urls),
     path("autumn/", include("autumn_django.urls")),  # Autumn's webhooks: /autumn/webhooks/
 ]

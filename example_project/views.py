@@ -1,21 +1,27 @@
-"""The example site: sign up, log in, edit a profile, see the Autumn
-customer the profile is mirrored to."""
+"""The example site: sign up, log in, edit a profile, create a team, see
+the Autumn customers the profile and the teams are mirrored to."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.db import transaction
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from autumn_django import sync
 from autumn_django.exceptions import AutumnError
 from autumn_django.models import Customer
+
+from .models import Membership, Team
 
 
 class SignUpForm(UserCreationForm):
@@ -30,6 +36,25 @@ class ProfileForm(forms.ModelForm):
     class Meta:
         model = get_user_model()
         fields = ("first_name", "last_name", "email")
+
+
+class TeamForm(forms.ModelForm):
+    class Meta:
+        model = Team
+        fields = ("name",)
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        User = get_user_model()
+        try:
+            self.user = User._default_manager.get_by_natural_key(username)
+        except User.DoesNotExist:
+            raise forms.ValidationError(f"No user is called {username}.") from None
+        return username
 
 
 #: The site's icon: an orange leaf. Browsers ask for /favicon.ico on every
@@ -75,17 +100,77 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def billing(request: HttpRequest) -> HttpResponse:
-    row = Customer.objects.filter(user=request.user).first()
-    return render(request, "example/billing.html", {"row": row})
+    row = Customer.objects.of(request.user).first()
+    return render(request, "example/billing.html", {"row": row, "teams": team_sections(request.user)})
+
+
+def team_sections(user: Any) -> list[dict[str, Any]]:
+    """The teams ``user`` is in, each with its mirror row (None before its
+    first sync), in three queries whatever their number."""
+    teams = (
+        Team.objects.filter(pk__in=Membership.objects.filter(user=user).values("team"))
+        .select_related("owner")
+        .annotate(member_count=Count("memberships"))
+        .order_by("name", "pk")
+    )
+    mirrored = Customer.objects.of_model(Team).filter(object_id__in=[str(team.pk) for team in teams])
+    rows = {row.object_id: row for row in mirrored}
+    return [{"team": team, "row": rows.get(str(team.pk)), "prefix": f"team-{team.pk}-"} for team in teams]
 
 
 @login_required
 @require_POST
 def refresh(request: HttpRequest) -> HttpResponse:
-    """Read the customer from Autumn now and store it in the mirror."""
-    row = Customer.objects.filter(user=request.user).first()
+    """Read the user's customer from Autumn now and store it in the mirror."""
+    return refreshed(request, Customer.objects.of(request.user).first(), "You have no Autumn customer yet.")
+
+
+@login_required
+def team_new(request: HttpRequest) -> HttpResponse:
+    form = TeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        # One transaction: Autumn hears of the team after the commit, with
+        # its owner already counted as a member.
+        with transaction.atomic():
+            team = form.save(commit=False)
+            team.owner = request.user
+            team.save()
+            team.members.add(request.user)
+        messages.success(request, f"Team {team.name} created: its Autumn customer is below.")
+        return redirect("billing")
+    return render(request, "example/team_new.html", {"form": form})
+
+
+@login_required
+@require_POST
+def team_add_member(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner adds a user by username; the team's customer (its member
+    count) follows after the commit."""
+    team = get_object_or_404(Team, pk=pk, owner=request.user)
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.errors["username"]))
+    elif team.members.filter(pk=form.user.pk).exists():
+        messages.info(request, f"{form.user.get_username()} is already in {team.name}.")
+    else:
+        team.members.add(form.user)
+        messages.success(request, f"{form.user.get_username()} joined {team.name}.")
+    return redirect("billing")
+
+
+@login_required
+@require_POST
+def team_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    """Read a team's customer from Autumn now (any member may)."""
+    team = get_object_or_404(Team, pk=pk, memberships__user=request.user)
+    return refreshed(request, Customer.objects.of(team).first(), f"{team.name} has no Autumn customer yet.")
+
+
+def refreshed(request: HttpRequest, row: Customer | None, missing: str) -> HttpResponse:
+    """Read ``row``'s customer from Autumn and keep it on the row; back to
+    the billing page with what happened."""
     if row is None:
-        messages.error(request, "You have no Autumn customer yet.")
+        messages.error(request, missing)
         return redirect("billing")
     try:
         sync.refresh(row)

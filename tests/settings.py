@@ -12,6 +12,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "autumn_django",
     "example_project",  # the example site's views are tested too
+    "tests.teams",  # teams and workspaces as customers
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

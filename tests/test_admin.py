@@ -14,11 +14,17 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from autumn_django import sync
+from autumn_django.admin import object_admin_url, user_admin_url
 from autumn_django.models import Customer
+from autumn_django.signals import disable_sync
+from tests.teams.billing import EVERY_SOURCE, TeamSource
+from tests.teams.models import Team
 
 pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:autumn_django_remotecustomer_changelist")
+MIRROR = reverse("admin:autumn_django_customer_changelist")
 FUTURE = 10**13  # a created_at (ms) after any real one
 
 
@@ -40,6 +46,33 @@ def staff(autumn_emulator, make_user, client):
     user = make_user("staff", is_staff=True)
     client.force_login(user)
     return user
+
+
+@pytest.fixture
+def make_team(autumn_emulator, autumn_settings, make_user, commit):
+    """Teams are customers too (users and workspaces stay so): ``make_team("Acme")``
+    makes a team owned by a new user, both synced as their saves would be."""
+    autumn_settings(CUSTOMER_SOURCES=EVERY_SOURCE)
+
+    def make(name):
+        with commit():
+            owner = make_user(f"owner-of-{name.lower().replace(' ', '-')}")
+            return Team.objects.create(name=name, owner=owner)
+
+    return make
+
+
+class RenamedTeamSource(TeamSource):
+    """Teams billed under ids that are not ``team:<pk>``."""
+
+    def customer_id(self, team):
+        return f"account-{team.pk}"
+
+
+def row_html(page, text):
+    """The list row (``<tr>...</tr>``) of ``page`` that holds ``text``."""
+    at = page.index(text)
+    return page[page.rindex("<tr", 0, at) : page.index("</tr>", at)]
 
 
 def grant(user, *codenames):
@@ -205,7 +238,7 @@ def test_the_secret_key_is_on_no_page(autumn_emulator, admin_client, settings, m
         admin_client.get(reverse("admin:autumn_django_remotecustomer_delete", args=[str(user.pk)])),
         admin_client.get(reverse("admin:autumn_django_customer_changelist")),
         admin_client.get(
-            reverse("admin:autumn_django_customer_change", args=[Customer.objects.get(user=user).pk])
+            reverse("admin:autumn_django_customer_change", args=[Customer.objects.of(user).get().pk])
         ),
     ]
     for response in pages:
@@ -243,7 +276,7 @@ def test_link_or_import_makes_the_mirror_row(autumn_emulator, admin_client, make
     assert f"Link to {user}" in admin_client.get(detail(str(user.pk))).content.decode()
     response = admin_client.post(reverse("admin:autumn_django_remotecustomer_link", args=[str(user.pk)]))
     assert response.status_code == 302
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert (row.state, row.stripe_id, row.name) == ("synced", "cus_Linked1234", "Made elsewhere")
 
 
@@ -260,7 +293,7 @@ def test_delete_in_autumn_asks_first_then_deletes_on_post(autumn_emulator, admin
     assert autumn_emulator.customer(str(user.pk)) is not None
     assert admin_client.post(url).status_code == 302
     assert autumn_emulator.customer(str(user.pk)) is None
-    assert not Customer.objects.filter(user=user).exists()
+    assert not Customer.objects.of(user).exists()
 
 
 def test_state_changes_need_the_csrf_token(autumn_emulator, django_user_model, commit):
@@ -297,7 +330,7 @@ def test_mirror_actions_sync_retry_and_refresh(autumn_emulator, admin_client, ma
     autumn_emulator.fail_next(5, status=503)
     with commit():
         user = make_user("later")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert row.state == "failed"
     url = reverse("admin:autumn_django_customer_changelist")
     response = admin_client.post(url, {"action": "retry_failed", "_selected_action": [row.pk]}, follow=True)
@@ -325,7 +358,7 @@ def test_the_change_page_shows_the_json_and_allows_no_adding(
 ):
     with commit():
         user = make_user("jane")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     page = admin_client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).content.decode()
     assert "<pre>{" in page and "&quot;email&quot;: &quot;jane@example.com&quot;" in page
     assert admin_client.get(reverse("admin:autumn_django_customer_add")).status_code == 403
@@ -338,7 +371,7 @@ def messages_of(response):
 def test_every_action_says_what_it_did_even_nothing(autumn_emulator, admin_client, make_user, commit):
     with commit():
         users = [make_user(name) for name in ("ada", "grace", "alan")]
-    rows = [Customer.objects.get(user=user).pk for user in users]
+    rows = [Customer.objects.of(user).get().pk for user in users]
     url = reverse("admin:autumn_django_customer_changelist")
 
     def act(action, selected):
@@ -377,7 +410,7 @@ def test_the_mirror_page_is_read_only(autumn_emulator, admin_client, make_user, 
     the page is refused; the list's actions still need the change permission."""
     with commit():
         user = make_user("jane")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     url = reverse("admin:autumn_django_customer_change", args=[row.pk])
     page = admin_client.get(url).content.decode()
     assert 'name="_save"' not in page and 'name="_continue"' not in page and 'name="user"' not in page
@@ -391,7 +424,7 @@ def test_a_change_permission_alone_still_runs_the_actions(autumn_emulator, clien
     grant(staff, "change_customer")
     with commit():
         user = make_user("ada")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     url = reverse("admin:autumn_django_customer_changelist")
     response = client.post(url, {"action": "sync_now", "_selected_action": [row.pk]}, follow=True)
     assert messages_of(response) == [("success", "1 customer synced with Autumn: 1 unchanged.")]
@@ -403,7 +436,7 @@ def test_the_mirror_list_words_a_blank_as_everywhere_else(autumn_emulator, admin
 
     with disable_sync():
         user = django_user_model.objects.create_user("nameless", email="")
-    Customer.objects.create(user=user, customer_id="blank1", env="sandbox", state="pending")
+    Customer.objects.create(**sync.link_values(user), customer_id="blank1", env="sandbox", state="pending")
     page = admin_client.get(reverse("admin:autumn_django_customer_changelist")).content.decode()
     assert '<td class="field-names">—</td>' in page and '<td class="field-synced">never</td>' in page
     assert ">-<" not in page
@@ -445,7 +478,7 @@ def test_the_remote_pages_word_blanks_and_labels_alike(autumn_emulator, admin_cl
     page = admin_client.get(detail("bare")).content.decode()
     labels = re.findall(r'<th scope="row">([^<]*)</th>', page)
     assert labels == ["Customer id", "Name", "Email", "Environment", "Stripe id", "Fingerprint",
-                      "Email receipts", "Created", "Local user"]  # fmt: skip
+                      "Email receipts", "Created", "Local object"]  # fmt: skip
     assert '<td class="autumn-field-stripe_id">—</td>' in page
     assert '<td class="autumn-field-send_email_receipts">No</td>' in page
 
@@ -458,3 +491,199 @@ def test_the_delete_confirmation_is_the_admins_own(autumn_emulator, admin_client
     crumbs = page[page.index('<div class="breadcrumbs">') : page.index("</div>", page.index("breadcrumbs"))]
     assert re.findall(r">([^<>&]+)</a>", crumbs) == ["Home", "Autumn", "Autumn customers", "c1"]
     assert "delete-confirmation" in page  # Django's styles: equal heights, the red button
+
+
+# --- any customer source: users and teams side by side ------------------------------------
+
+
+def test_the_mirror_list_links_a_users_row_to_the_users_page(
+    autumn_emulator, admin_client, make_user, commit
+):
+    with commit():
+        user = make_user("jane")
+    row = row_html(admin_client.get(MIRROR).content.decode(), f">{user}</a>")
+    url = reverse("admin:auth_user_change", args=[user.pk])
+    assert f'<a href="{url}">jane</a><span class="autumn-quiet autumn-model">user</span>' in row
+
+
+def test_the_old_user_admin_url_name_still_links_a_user(autumn_emulator, make_user):
+    user = make_user("jane")
+    assert user_admin_url(user) == object_admin_url(user) == reverse("admin:auth_user_change", args=[user.pk])
+
+
+def test_the_mirror_list_names_a_team_not_in_the_admin_without_a_link(
+    autumn_emulator, admin_client, make_team
+):
+    team = make_team("Acme")
+    row = row_html(admin_client.get(MIRROR).content.decode(), f"team:{team.pk}")
+    assert '<td class="field-object_link">Acme<span class="autumn-quiet autumn-model">team</span></td>' in row
+
+
+def test_the_mirror_list_shows_a_blank_for_an_object_that_is_gone(
+    autumn_emulator, admin_client, make_team, autumn_settings
+):
+    team = make_team("Gone")
+    autumn_settings(DELETE_POLICY="keep")  # the row stays, unlinked
+    team_pk = team.pk
+    team.delete()
+    row = row_html(admin_client.get(MIRROR).content.decode(), f"team:{team_pk}")
+    assert '<td class="field-object_link">—</td>' in row
+
+
+def test_a_row_of_a_model_no_longer_a_source_still_shows_its_object(
+    autumn_emulator, admin_client, make_team, autumn_settings
+):
+    team = make_team("Acme")
+    autumn_settings(CUSTOMER_SOURCES=["autumn_django.sources.UserSource"])
+    row = row_html(admin_client.get(MIRROR).content.decode(), f"team:{team.pk}")
+    assert '<td class="field-object_link">Acme<span class="autumn-quiet autumn-model">team</span></td>' in row
+
+
+def test_the_model_filter_lists_the_sources_models_and_filters_by_one(
+    autumn_emulator, admin_client, make_team
+):
+    team = make_team("Acme")
+    page = admin_client.get(MIRROR).content.decode()
+    choices = re.findall(r'<a href="\?model=([\w.]+)">([^<]*)</a>', page)
+    assert choices == [("auth.user", "user"), ("teams.team", "team"), ("teams.workspace", "workspace")]
+    teams_only = admin_client.get(MIRROR, {"model": "teams.team"}).content.decode()
+    assert f"team:{team.pk}" in teams_only and f">{team.owner}</a>" not in teams_only
+    users_only = admin_client.get(MIRROR, {"model": "auth.user"}).content.decode()
+    assert f"team:{team.pk}" not in users_only and f">{team.owner}</a>" in users_only
+
+
+def test_the_model_filter_is_hidden_when_users_are_the_only_source(
+    autumn_emulator, admin_client, make_user, commit
+):
+    with commit():
+        make_user("jane")
+    assert "?model=" not in admin_client.get(MIRROR).content.decode()
+
+
+def test_searching_the_mirror_by_a_username_finds_that_users_row(
+    autumn_emulator, admin_client, make_team, make_user, commit
+):
+    make_team("Acme")
+    with commit():  # a username that is neither the customer's name nor its email
+        ada = make_user("ada", first_name="Augusta", last_name="King", email="countess@example.com")
+    found = admin_client.get(MIRROR, {"q": "ada"})
+    assert list(found.context["cl"].result_list) == [Customer.objects.of(ada).get()]
+
+
+def test_searching_the_mirror_by_a_username_keeps_the_lists_filters(
+    autumn_emulator, admin_client, make_team, make_user, commit
+):
+    make_team("Acme")
+    with commit():
+        make_user("ada", first_name="Augusta", last_name="King", email="countess@example.com")
+    found = admin_client.get(MIRROR, {"q": "ada", "model": "teams.team"})
+    assert list(found.context["cl"].result_list) == []
+
+
+def test_the_mirror_page_shows_the_model_and_object_read_only(autumn_emulator, admin_client, make_team):
+    team = make_team("Acme")
+    row = Customer.objects.of(team).get()
+    page = admin_client.get(reverse("admin:autumn_django_customer_change", args=[row.pk])).content.decode()
+    assert re.search(r'<label>Model:</label>\s*<div class="readonly">team</div>', page)
+    assert re.search(r'<label>Object:</label>\s*<div class="readonly">Acme</div>', page)
+
+
+def test_the_remote_list_shows_a_teams_customer_with_its_team(autumn_emulator, admin_client, make_team):
+    team = make_team("Acme")
+    row = row_html(admin_client.get(LIST).content.decode(), f">team:{team.pk}</a>")
+    assert '<td class="field-object">Acme<span class="autumn-quiet autumn-model">team</span></td>' in row
+
+
+def test_the_remote_detail_names_a_teams_customers_team_and_its_mirror(
+    autumn_emulator, admin_client, make_team
+):
+    team = make_team("Acme")
+    page = admin_client.get(detail(f"team:{team.pk}")).content.decode()
+    local = page[
+        page.index('class="autumn-local">') : page.index("</td>", page.index('class="autumn-local">'))
+    ]
+    assert "Acme (team); its mirror:" in local and ">Synced</span>" in local
+
+
+def test_link_or_import_of_a_teams_customer_makes_the_teams_row(
+    autumn_emulator, admin_client, make_user, autumn_settings
+):
+    autumn_settings(CUSTOMER_SOURCES=EVERY_SOURCE)
+    with disable_sync():
+        team = Team.objects.create(name="Acme", owner=make_user("ada"))
+    customer_id = f"team:{team.pk}"
+    autumn_emulator.add_customer(id=customer_id, name="Made elsewhere", stripe_id="cus_Team1234")
+    assert f"Link to Acme (team {team.pk})" in admin_client.get(detail(customer_id)).content.decode()
+    response = admin_client.post(reverse("admin:autumn_django_remotecustomer_link", args=[customer_id]))
+    assert response.status_code == 302
+    row = Customer.objects.of(team).get()
+    assert (row.state, row.customer_id, row.stripe_id) == ("synced", customer_id, "cus_Team1234")
+
+
+def test_link_says_which_object_it_linked(autumn_emulator, admin_client, make_user, autumn_settings):
+    autumn_settings(CUSTOMER_SOURCES=EVERY_SOURCE)
+    with disable_sync():
+        team = Team.objects.create(name="Acme", owner=make_user("ada"))
+    autumn_emulator.add_customer(id=f"team:{team.pk}")
+    url = reverse("admin:autumn_django_remotecustomer_link", args=[f"team:{team.pk}"])
+    response = admin_client.post(url, follow=True)
+    assert messages_of(response) == [("success", f"Linked team:{team.pk} to team {team.pk} (Acme).")]
+
+
+def test_link_says_so_when_a_deleted_objects_row_still_holds_the_id(
+    autumn_emulator, admin_client, make_user, autumn_settings
+):
+    autumn_settings(CUSTOMER_SOURCES=EVERY_SOURCE)
+    with disable_sync():
+        team = Team.objects.create(name="Acme", owner=make_user("ada"))
+    customer_id = f"team:{team.pk}"
+    content_type = sync.link_values(team)["content_type"]  # the row of a team deleted before
+    Customer.objects.create(
+        content_type=content_type, customer_id=customer_id, env="sandbox", state="deleting"
+    )
+    autumn_emulator.add_customer(id=customer_id)
+    url = reverse("admin:autumn_django_remotecustomer_link", args=[customer_id])
+    said = messages_of(admin_client.post(url, follow=True))
+    assert said == [
+        (
+            "error",
+            f"{customer_id} was not linked to team {team.pk} (Acme): the mirror row of a deleted object "
+            "still holds it, waiting for Autumn to confirm the delete. Sync that row, then link again.",
+        )
+    ]
+    assert not Customer.objects.of(team).exists()
+
+
+def test_an_id_whose_object_maps_elsewhere_offers_no_link(
+    autumn_emulator, admin_client, make_user, autumn_settings
+):
+    """``team:3`` looks like team 3's id, but team 3's mapping gives another:
+    the page offers nothing to link, and a POST links nothing."""
+    autumn_settings(CUSTOMER_SOURCES=EVERY_SOURCE)
+    with disable_sync():
+        team = Team.objects.create(name="Acme", owner=make_user("ada"))
+    autumn_emulator.add_customer(id=f"team:{team.pk}")
+    autumn_settings(
+        CUSTOMER_SOURCES=["autumn_django.sources.UserSource", "tests.test_admin.RenamedTeamSource"]
+    )
+    assert "Link to" not in admin_client.get(detail(f"team:{team.pk}")).content.decode()
+    url = reverse("admin:autumn_django_remotecustomer_link", args=[f"team:{team.pk}"])
+    response = admin_client.post(url, follow=True)
+    assert messages_of(response) == [("error", f"No local object has the customer id team:{team.pk}.")]
+    assert not Customer.objects.of(team).exists()
+
+
+def test_the_pages_queries_stay_bounded_with_users_and_teams(
+    autumn_emulator, admin_client, make_team, django_assert_max_num_queries
+):
+    for number in range(10):
+        make_team(f"Team {number}")  # and its owner: 20 customers of two models
+    with django_assert_max_num_queries(7):  # one query for each model's objects on the page
+        mirror = admin_client.get(MIRROR)
+    with django_assert_max_num_queries(8):  # and one for the users a search matches
+        admin_client.get(MIRROR, {"q": "owner"})
+    with django_assert_max_num_queries(6):
+        remote = admin_client.get(LIST)
+    for page in (mirror.content.decode(), remote.content.decode()):
+        assert page.count('<span class="autumn-quiet autumn-model">team</span>') == 10
+        assert page.count('<span class="autumn-quiet autumn-model">user</span>') == 11  # the admin too

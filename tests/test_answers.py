@@ -62,7 +62,7 @@ def test_autumns_own_not_found_is_not_found(server, code):
 def test_a_user_delete_answered_by_an_html_404_keeps_the_mirror_row(autumn_hostile_server, make_user, commit):
     with commit():
         user = make_user()
-    assert Customer.objects.get(user=user).state == "synced"
+    assert Customer.objects.of(user).get().state == "synced"
     autumn_hostile_server.html_404()
     with commit():
         user.delete()

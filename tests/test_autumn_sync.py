@@ -104,7 +104,7 @@ def test_users_who_stop_qualifying_are_deleted_by_push(autumn_emulator, autumn_s
     autumn_settings(SHOULD_SYNC=lambda u: u.username != "u1")
     output = run()
     assert autumn_emulator.customer(str(users[1].pk)) is None
-    assert not Customer.objects.filter(user=users[1]).exists()
+    assert not Customer.objects.of(users[1]).exists()
     assert "deleted 1" in output
 
 
@@ -115,7 +115,7 @@ def test_rows_left_deleting_are_finished_by_push(autumn_emulator, commit):
     gone = str(users[0].pk)
     with commit():
         users[0].delete()
-    assert Customer.objects.get(user__isnull=True).state == "deleting"
+    assert Customer.objects.get(object_id__isnull=True).state == "deleting"
     assert [e.status for e in autumn_emulator.requests("customers.delete")] == [503] * 4  # tried, failed
     autumn_emulator.reset()
     autumn_emulator.add_customer(id=gone)
@@ -274,15 +274,18 @@ def test_retry_takes_only_the_rows_due(autumn_emulator):
         timezone.now() - timezone.timedelta(minutes=1),
         timezone.now() + timezone.timedelta(hours=1),
     )
-    Customer.objects.filter(user=users[0]).update(state="failed", next_attempt_at=past, payload_hash="")
-    Customer.objects.filter(user=users[1]).update(state="failed", next_attempt_at=future, payload_hash="")
-    Customer.objects.filter(user=users[2]).update(state="failed", next_attempt_at=None, payload_hash="")
-    Customer.objects.filter(user=users[3]).update(state="pending", payload_hash="")
-    assert sorted(Customer.objects.outbox().values_list("user_id", flat=True)) == [users[0].pk, users[3].pk]
+    Customer.objects.of(users[0]).update(state="failed", next_attempt_at=past, payload_hash="")
+    Customer.objects.of(users[1]).update(state="failed", next_attempt_at=future, payload_hash="")
+    Customer.objects.of(users[2]).update(state="failed", next_attempt_at=None, payload_hash="")
+    Customer.objects.of(users[3]).update(state="pending", payload_hash="")
+    assert sorted(Customer.objects.outbox().values_list("object_id", flat=True)) == [
+        str(users[0].pk),
+        str(users[3].pk),
+    ]
     output = run("--retry")
     assert "unchanged 2" in output  # Autumn held them already: no call was needed
-    states = dict(Customer.objects.values_list("user_id", "state"))
-    assert [states[u.pk] for u in users] == ["synced", "failed", "failed", "synced"]
+    states = dict(Customer.objects.values_list("object_id", "state"))
+    assert [states[str(u.pk)] for u in users] == ["synced", "failed", "failed", "synced"]
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -323,7 +326,81 @@ def test_check_json(autumn_emulator):
     assert caught.value.returncode == 1  # drift, as without --json
     report = json.loads(out.getvalue())
     assert len(report["missing"]) == 1 and report["orphans"] == []
-    assert report["missing"] == [{"user": user.pk, "customer_id": str(user.pk)}]
+    assert report["missing"] == [{"object": f"user {user.pk}", "customer_id": str(user.pk)}]
+
+
+# --- check --repair ------------------------------------------------------------------------------
+
+
+def check(*args):
+    """``--check`` with ``args``: its output and its exit status."""
+    out = io.StringIO()
+    try:
+        call_command("autumn_sync", "--check", *args, stdout=out, stderr=io.StringIO())
+    except CommandError as error:
+        return out.getvalue() + str(error), error.returncode
+    return out.getvalue(), 0
+
+
+def test_a_customer_lost_at_autumn_is_reported_and_the_named_repair_restores_it(
+    autumn_emulator, autumn_client
+):
+    [user] = existing_users(1)
+    run()
+    autumn_client.delete_customer(str(user.pk))  # lost at Autumn; the mirror still says synced
+    assert "unchanged 1" in run()  # a plain push trusts the row: this is why a repair exists
+    output, status = check()
+    assert status == 1 and f"missing   user {user.pk} -> {user.pk}" in output
+    assert "manage.py autumn_sync --check --repair creates the 1 missing" in output
+    before = len(autumn_emulator.requests())
+    output, status = check("--repair")
+    assert status == 0 and "created 1" in output
+    assert [entry.route for entry in autumn_emulator.requests()[before:]][-1:] == ["customers.get_or_create"]
+    assert autumn_emulator.customer(str(user.pk))["email"] == user.email
+    assert check() == (
+        "In sync: 1. Missing in Autumn: 0. Fields differ: 0. Orphans in Autumn: 0. "
+        "Customers without an id: 0. Objects the mapping refuses: 0.\n",
+        0,
+    )
+
+
+def test_a_customer_edited_at_autumn_is_updated_back_by_the_repair(autumn_emulator, autumn_client):
+    [user] = existing_users(1)
+    run()
+    autumn_client.update_customer(str(user.pk), name="Edited in the dashboard")
+    output, status = check()
+    assert status == 1 and f"differs   user {user.pk} -> {user.pk}: name" in output
+    before = len(autumn_emulator.requests())
+    output, status = check("--repair")
+    assert status == 0 and "updated 1" in output
+    assert [entry.route for entry in autumn_emulator.requests()[before + 1 :]] == ["customers.update"]
+    assert autumn_emulator.customer(str(user.pk))["name"] == "U0"
+    assert check()[1] == 0
+
+
+def test_the_repair_leaves_orphans_to_prune_and_says_so(autumn_emulator, autumn_client):
+    [user] = existing_users(1)
+    run()
+    autumn_client.delete_customer(str(user.pk))
+    autumn_emulator.add_customer(id="nobody")
+    output, status = check("--repair")
+    assert status == 1 and "created 1" in output
+    assert "manage.py autumn_sync --prune deletes the 1 orphans" in output
+    assert autumn_emulator.customer("nobody") is not None
+
+
+def test_a_dry_run_repair_changes_nothing(autumn_emulator, autumn_client):
+    [user] = existing_users(1)
+    run()
+    autumn_client.delete_customer(str(user.pk))
+    output, status = check("--repair", "--dry-run")
+    assert status == 1 and "would get_or_create 1 and update 0" in output
+    assert autumn_emulator.customer(str(user.pk)) is None
+
+
+def test_repair_goes_with_check_only():
+    with pytest.raises(CommandError, match="--repair goes with --check"):
+        run("--repair")
 
 
 # --- pull ------------------------------------------------------------------------------------------
@@ -341,7 +418,7 @@ def test_pull_links_existing_customers_and_refreshes_remote_fields(autumn_emulat
         )
     output = run("--pull")
     assert "linked 2" in output
-    row = Customer.objects.get(user=users[0])
+    row = Customer.objects.of(users[0]).get()
     assert (row.state, row.stripe_id, row.data["stripe_id"]) == ("synced", "cus_Pulled123", "cus_Pulled123")
     assert row.remote_created_at is not None
     before = len(autumn_emulator.requests())
@@ -393,7 +470,7 @@ def test_enqueue_cannot_be_a_dry_run(autumn_emulator):
 
 def test_enqueue_with_the_immediate_backend_runs_each_chunk(autumn_emulator):
     existing_users(25)
-    assert "Enqueued 3 chunk tasks of up to 10 users" in run("--enqueue", "--batch-size", "10")
+    assert "Enqueued 3 chunk tasks of up to 10 objects" in run("--enqueue", "--batch-size", "10")
     assert len(autumn_emulator.customers()) == 25
 
 
@@ -419,7 +496,7 @@ def test_a_push_that_makes_no_call_is_reported_unchanged_not_updated(autumn_emul
 
     users = existing_users(1)
     run()
-    row = Customer.objects.get(user=users[0])
+    row = Customer.objects.of(users[0]).get()
     sync.refresh(row)
     output = run()
     assert "unchanged 1" in output and "updated 0" in output

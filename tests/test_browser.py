@@ -213,7 +213,7 @@ def test_detail_link_or_import_and_delete_in_autumn(
     shoot(page, tmp_path, "remote-detail", check=actions_in_their_row)
     navigate(page, page.click, f"text=Link to {user}")
     assert "Linked" in page.inner_text(".messagelist")
-    assert Customer.objects.get(user=user).stripe_id == "cus_Ada12345"
+    assert Customer.objects.of(user).get().stripe_id == "cus_Ada12345"
     navigate(page, page.click, "text=Delete in Autumn")
     assert page.inner_text(".breadcrumbs").split(" › ")[:3] == ["Home", "Autumn", "Autumn customers"]
     shoot(page, tmp_path, "remote-delete", check=two_buttons_one_height_the_destructive_one_red)
@@ -268,7 +268,7 @@ def test_mirror_list_and_page_read_well_on_a_laptop_and_a_phone(
             assert [h.strip().lower() for h in headers[1:]] == [
                 "id",
                 "customer",
-                "user",
+                "object",
                 "state",
                 "last synced",
             ]
@@ -276,7 +276,7 @@ def test_mirror_list_and_page_read_well_on_a_laptop_and_a_phone(
     assert "Failed" in page.inner_text("#result_list") and "503" in page.inner_text("#result_list")
     shoot(page, tmp_path, "mirror-list", check=columns_on_screen)
     page.goto(
-        f"{live_server.url}/admin/autumn_django/customer/{Customer.objects.get(user=failed).pk}/change/"
+        f"{live_server.url}/admin/autumn_django/customer/{Customer.objects.of(failed).get().pk}/change/"
     )
     assert page.locator("input[name=_save], input[name=_continue], #id_user").count() == 0
     assert page.locator("form#customer_form input:not([type=hidden])").count() == 0
@@ -310,14 +310,14 @@ def test_mirror_actions_from_the_changelist(signed_in, live_server, autumn_emula
     page = signed_in
     autumn_emulator.fail_next(4, status=503)  # the first try and MAX_RETRIES (3) retries
     user = make_user("grace")
-    assert Customer.objects.get(user=user).state == "failed"
+    assert Customer.objects.of(user).get().state == "failed"
     page.goto(f"{live_server.url}/admin/autumn_django/customer/?state__exact=failed")
     assert "Failed" in page.inner_text("#result_list")
     page.check("#result_list input.action-select")
     page.select_option("select[name=action]", "retry_failed")
     navigate(page, page.click, "button[name=index]")
     assert "1 customer synced with Autumn: 1 created." in page.inner_text(".messagelist")
-    assert Customer.objects.get(user=user).state == "synced"
+    assert Customer.objects.of(user).get().state == "synced"
     page.goto(f"{live_server.url}/admin/autumn_django/customer/?q=grace")
     page.check("#result_list input.action-select")
     page.select_option("select[name=action]", "retry_failed")

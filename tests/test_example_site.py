@@ -1,21 +1,27 @@
-"""The example site: sign up, edit the profile, see and refresh the customer."""
+"""The example site: sign up, edit the profile, create a team, see and
+refresh the customers."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from autumn_django.models import Customer
+from example_project.models import Team
 
 # Real transactions: each request of the site commits before the next one
 # (the redirect after sign-up) is made, so the page it shows is synced.
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: The example's CUSTOMER_SOURCES (the suite's settings keep the default, users only).
+USERS_AND_TEAMS = ["autumn_django.sources.UserSource", "example_project.billing.TeamSource"]
 
-def sign_up(client):
+
+def sign_up(client, username="newbie"):
     return client.post(
         reverse("signup"),
         {
-            "username": "newbie",
-            "email": "newbie@example.com",
+            "username": username,
+            "email": f"{username}@example.com",
             "password1": "a-Long-pass-123",
             "password2": "a-Long-pass-123",
         },
@@ -23,9 +29,19 @@ def sign_up(client):
     )
 
 
+@pytest.fixture
+def teams_billed(autumn_emulator, autumn_settings):
+    autumn_settings(CUSTOMER_SOURCES=USERS_AND_TEAMS)
+    return autumn_emulator
+
+
+def create_team(client, name="Compilers"):
+    return client.post(reverse("team-new"), {"name": name}, follow=True)
+
+
 def test_signing_up_creates_the_autumn_customer_shown_on_the_billing_page(autumn_emulator, client):
     page = sign_up(client).content.decode()
-    row = Customer.objects.get(user__username="newbie")
+    row = Customer.objects.of(get_user_model().objects.get(username="newbie")).get()
     assert row.state == "synced"
     assert autumn_emulator.customer(row.customer_id)["email"] == "newbie@example.com"
     assert 'id="email">newbie@example.com' in page and ">Synced</span>" in page
@@ -36,14 +52,14 @@ def test_editing_the_profile_updates_autumn(autumn_emulator, client):
     page = client.post(
         reverse("profile"), {"first_name": "New", "last_name": "Bie", "email": "nb@example.com"}, follow=True
     )
-    row = Customer.objects.get(user__username="newbie")
+    row = Customer.objects.of(get_user_model().objects.get(username="newbie")).get()
     assert autumn_emulator.customer(row.customer_id)["name"] == "New Bie"
     assert 'id="email">nb@example.com' in page.content.decode()
 
 
 def test_refresh_reads_the_customer_from_autumn(autumn_emulator, client):
     sign_up(client)
-    row = Customer.objects.get(user__username="newbie")
+    row = Customer.objects.of(get_user_model().objects.get(username="newbie")).get()
     from autumn_django.client import get_client
 
     get_client().update_customer(row.customer_id, stripe_id="cus_FromStripe1")
@@ -54,3 +70,98 @@ def test_refresh_reads_the_customer_from_autumn(autumn_emulator, client):
 def test_pages_need_a_login(autumn_emulator, client):
     response = client.get(reverse("billing"))
     assert response.status_code == 302 and reverse("login") in response["Location"]
+
+
+def test_creating_a_team_makes_its_autumn_customer_shown_on_the_billing_page(teams_billed, client):
+    sign_up(client)
+    page = create_team(client).content.decode()
+    team = Team.objects.get(name="Compilers")
+    remote = teams_billed.customer(f"team:{team.pk}")
+    assert remote["name"] == "Compilers" and remote["email"] == "newbie@example.com"
+    assert remote["metadata"] == {"members": 1, "owner": "newbie"}
+    row = Customer.objects.of(team).get()
+    assert row.state == "synced" and row.customer_id == f"team:{team.pk}"
+    assert "Team Compilers created: its Autumn customer is below." in page
+    assert f'id="team-{team.pk}-customer-id">team:{team.pk}<' in page
+    assert f'id="team-{team.pk}-state">Synced</span>' in page
+    assert 'id="email">newbie@example.com' in page  # the user's own customer is still shown
+
+
+def test_the_owners_email_change_updates_the_teams_customer_email(teams_billed, client):
+    sign_up(client)
+    create_team(client)
+    client.post(reverse("profile"), {"first_name": "", "last_name": "", "email": "boss@example.com"})
+    team = Team.objects.get(name="Compilers")
+    assert teams_billed.customer(f"team:{team.pk}")["email"] == "boss@example.com"
+    assert Customer.objects.of(team).get().email == "boss@example.com"
+
+
+def test_adding_a_member_updates_the_member_count_in_metadata(teams_billed, client, make_user):
+    make_user("ada")
+    sign_up(client)
+    create_team(client)
+    team = Team.objects.get(name="Compilers")
+    page = client.post(reverse("team-add-member", args=[team.pk]), {"username": "ada"}, follow=True)
+    assert teams_billed.customer(f"team:{team.pk}")["metadata"] == {"members": 2, "owner": "newbie"}
+    assert "ada joined Compilers." in page.content.decode()
+    assert f'id="team-{team.pk}-metadata">members: 2, owner: newbie<' in page.content.decode()
+
+
+def test_adding_a_user_who_does_not_exist_says_so_and_changes_nothing(teams_billed, client):
+    sign_up(client)
+    create_team(client)
+    team = Team.objects.get(name="Compilers")
+    page = client.post(reverse("team-add-member", args=[team.pk]), {"username": "nobody"}, follow=True)
+    assert "No user is called nobody." in page.content.decode()
+    assert teams_billed.customer(f"team:{team.pk}")["metadata"]["members"] == 1
+
+
+def test_only_the_owner_adds_members(teams_billed, client):
+    sign_up(client, "owner")
+    create_team(client)
+    team = Team.objects.get(name="Compilers")
+    client.logout()
+    sign_up(client, "stranger")
+    response = client.post(reverse("team-add-member", args=[team.pk]), {"username": "stranger"})
+    assert response.status_code == 404 and list(team.members.values_list("username", flat=True)) == ["owner"]
+
+
+def test_a_member_sees_the_teams_customer_without_the_owners_form(teams_billed, client, make_user):
+    owner = make_user("owner")
+    team = Team.objects.create(name="Compilers", owner=owner)
+    sign_up(client, "member")
+    team.members.add(owner, get_user_model().objects.get(username="member"))
+    page = client.get(reverse("billing")).content.decode()
+    assert f'id="team-{team.pk}-customer-id">team:{team.pk}<' in page
+    assert "Owner owner, 2 members." in page and "Add a member" not in page
+
+
+def test_deleting_a_team_with_members_deletes_its_customer(teams_billed, client, make_user):
+    make_user("ada")
+    sign_up(client)
+    create_team(client)
+    team = Team.objects.get(name="Compilers")
+    client.post(reverse("team-add-member", args=[team.pk]), {"username": "ada"})
+    customer_id = f"team:{team.pk}"
+    team.delete()  # the memberships go first, in the same delete
+    assert teams_billed.customer(customer_id) is None
+    assert not Customer.objects.filter(customer_id=customer_id).exists()
+
+
+def test_refreshing_a_team_reads_its_customer_from_autumn(teams_billed, client):
+    sign_up(client)
+    create_team(client)
+    team = Team.objects.get(name="Compilers")
+    from autumn_django.client import get_client
+
+    get_client().update_customer(f"team:{team.pk}", stripe_id="cus_TeamStripe1")
+    page = client.post(reverse("team-refresh", args=[team.pk]), follow=True).content.decode()
+    assert "Refreshed from Autumn." in page and "cus_TeamStripe1" in page
+
+
+def test_without_team_sources_a_team_is_no_customer_and_the_page_says_so(autumn_emulator, client):
+    """The suite's default CUSTOMER_SOURCES bills users only."""
+    sign_up(client)
+    page = create_team(client).content.decode()
+    assert not Customer.objects.of(Team.objects.get()).exists()
+    assert "Compilers" in page and "No Autumn customer yet." in page

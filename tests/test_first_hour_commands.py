@@ -28,7 +28,7 @@ def test_retry_before_a_failed_rows_time_says_it_waits_when_and_how_to_push_it_n
     autumn_emulator.fail_next(4, status=503)  # the first try and MAX_RETRIES (3) retries
     with commit():
         user = make_user("grace")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert row.state == "failed" and row.next_attempt_at > timezone.now()
     out = run("--retry")
     assert "autumn_sync retry in" in out and "created 0" in out and "API calls: none" in out
@@ -57,7 +57,7 @@ def test_retry_says_which_failures_no_retry_will_send(autumn_emulator, make_user
     autumn_emulator.fail_next(1, status=400, code="invalid_inputs", message="email: bad")
     with commit():
         user = make_user("refused")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert row.state == "failed" and row.next_attempt_at is None
     out = run("--retry")
     assert "1 customer failed and waits for a fix: Autumn refused the change, so --retry does not" in out

@@ -111,7 +111,7 @@ def test_any_users_and_mapping_end_synced_or_failed_with_a_reason(
         with django_capture_on_commit_callbacks(execute=True):
             # The save never raises, whatever the mapping does.
             made.append(django_user_model.objects.create(pk=pk, username=f"{number}-{username}", email=email))
-    rows = {row.user_id: row for row in Customer.objects.all()}
+    rows = {int(row.object_id): row for row in Customer.objects.all()}
     for user in made:
         row = rows.get(user.pk)
         assert row is not None, f"user {user.pk} has no mirror row"

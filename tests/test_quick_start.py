@@ -104,13 +104,16 @@ def test_manage_py_demo_syncs_sample_users_through_the_emulator_and_checks(demo_
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Started the local Autumn emulator" in out
-    assert "autumn_sync push in" in out and "created 40" in out
-    assert "In sync: 40." in out and "Everything is in sync." in out
+    assert "Users: 40 created, 0 already there." in out
+    assert "Teams: 4 created (an owner and 3 more members each), 0 already there." in out  # one per 10 users
+    assert "autumn_sync push in" in out and "created 44" in out  # the users and the teams
+    assert "In sync: 44." in out and "Everything is in sync." in out
     assert (tmp_path / "emulator.json").exists()
     again = manage(demo_env, "demo", "--no-serve", "--users", "40")  # idempotent; the data file kept them
     assert again.returncode == 0, again.stderr
-    assert "0 created, 40 already there." in again.stdout
-    assert "created 0, updated 0, unchanged 41" in again.stdout  # the samples and the admin
+    assert "Users: 0 created, 40 already there." in again.stdout
+    assert "Teams: 0 created, 4 already there." in again.stdout
+    assert "created 0, updated 0, unchanged 45" in again.stdout  # the samples, their teams and the admin
     assert "am_sk_" not in result.stdout + result.stderr
 
 
@@ -162,7 +165,18 @@ def test_while_serving_the_printed_check_command_works_in_another_terminal(demo_
     assert manage(demo_env, "migrate", "--no-input").returncode == 0
     port = free_port()
     served = Serving(
-        [sys.executable, "manage.py", "demo", "--users", "5", "--addrport", f"127.0.0.1:{port}"], demo_env
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--users",
+            "5",
+            "--teams",
+            "1",
+            "--addrport",
+            f"127.0.0.1:{port}",
+        ],
+        demo_env,
     )
     try:
         out = served.wait_for("Quit the server with")
@@ -173,13 +187,25 @@ def test_while_serving_the_printed_check_command_works_in_another_terminal(demo_
         check = subprocess.run(command, shell=True, cwd=ROOT, env=demo_env, capture_output=True, text=True,
                                timeout=60)  # fmt: skip
         assert check.returncode == 0, check.stdout + check.stderr
-        assert "In sync: 6." in check.stdout  # the samples and the admin, through the served emulator
+        assert (
+            "In sync: 7." in check.stdout
+        )  # the samples, the team and the admin, through the served emulator
         for path in ("/", "/admin/login/"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
                 assert response.status == 200
     finally:
         served.stop()
     assert served.process.returncode is not None
+
+
+@pytest.mark.http
+def test_the_printed_command_keeps_the_sample_teams_asked_for(demo_env):
+    assert manage(demo_env, "migrate", "--no-input").returncode == 0
+    result = manage(demo_env, "demo", "--no-serve", "--users", "3", "--teams", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Teams: 2 created (an owner and 2 more members each), 0 already there." in result.stdout
+    assert "In sync: 5." in result.stdout  # the samples and the teams (the admin comes after the check)
+    assert printed(result.stdout, "To look around, run:").endswith("manage.py demo --users=3 --teams=2")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -179,7 +179,7 @@ def test_a_user_recreated_with_the_same_id_takes_over_the_deleting_row(
     result = deleter.finish()
     assert result.action == Action.CREATED
     row.refresh_from_db()
-    assert (row.user_id, row.state, row.email) == (pk, Customer.State.SYNCED, "jane2@example.com")
+    assert (row.object_id, row.state, row.email) == (str(pk), Customer.State.SYNCED, "jane2@example.com")
     assert autumn_emulator.customer(customer_id)["email"] == "jane2@example.com"
 
 

@@ -29,9 +29,9 @@ def user(django_user_model):
 
 def synced_row(of, **columns):
     """The mirror row of user ``of`` whose current data Autumn has confirmed,
-    with ``columns`` changed (``user=None``: the user is gone)."""
+    with ``columns`` changed (``object_id=None``: the user is gone)."""
     values = {
-        "user": of,
+        "object_id": str(of.pk),
         "env": ENV,
         "customer_id": str(of.pk),
         "state": Customer.State.SYNCED,
@@ -48,7 +48,7 @@ def test_a_user_never_mirrored_is_pushed_as_a_new_customer(user):
     decision = sync.decide(None, user, ENV)
     assert decision.step == Step.PUSH
     assert decision.payload == mapping.payload_for(user) and decision.payload.customer_id == "7"
-    assert (decision.row, decision.user, decision.known) == (None, user, False)
+    assert (decision.row, decision.obj, decision.known) == (None, user, False)
 
 
 def test_a_row_whose_payload_autumn_holds_is_unchanged(user):
@@ -102,12 +102,12 @@ def test_a_deleting_row_is_deleted_even_if_its_user_still_qualifies(user):
 
 
 def test_a_deleting_row_whose_user_is_gone_is_deleted(user):
-    row = synced_row(user, user=None, state=Customer.State.DELETING)
+    row = synced_row(user, object_id=None, state=Customer.State.DELETING)
     assert sync.decide(row, None, ENV).step == Step.DELETE
 
 
 def test_a_row_whose_user_is_gone_and_kept_is_skipped(user):
-    row = synced_row(user, user=None)
+    row = synced_row(user, object_id=None)
     decision = sync.decide(row, None, ENV)
     assert (decision.step, decision.payload) == (Step.SKIPPED, None)
 

@@ -209,7 +209,7 @@ def test_a_burst_of_100_events_for_10_customers_costs_at_most_10_fetches(
 ):
     with commit():
         users = [make_user(f"u{n}") for n in range(10)]
-    rows = [Customer.objects.get(user=user) for user in users]
+    rows = [Customer.objects.of(user).get() for user in users]
     for number in range(100):
         deliver(client, billing_updated(rows[number % 10].customer_id))
     before = len(autumn_emulator.requests("customers.get"))

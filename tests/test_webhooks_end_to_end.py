@@ -24,7 +24,7 @@ def site(live_server, autumn_emulator_server, autumn_settings, make_user):
     emulator = autumn_emulator_server.emulator
     emulator.add_plan("pro")
     user = make_user()  # transaction=True: the signal's sync runs at its commit
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     emulator.add_webhook(f"{live_server.url}/autumn/webhooks/", secret)
     return emulator, row
 

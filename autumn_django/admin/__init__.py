@@ -5,10 +5,10 @@
 ``options`` holds the ModelAdmins, ``actions`` the mirror's actions,
 ``views`` the pages of Autumn's own customer list, ``pagination`` their page
 links, ``webhooks`` the webhook events' page, and ``helpers`` what several
-of them share.
+of them share (a row's object, a user's or a team's, read and linked).
 """
 
-from .helpers import admin_client, describe, user_admin_url
+from .helpers import admin_client, describe, object_admin_url, user_admin_url
 from .options import CustomerAdmin, RemoteCustomerAdmin
 from .webhooks import WebhookEventAdmin
 
@@ -18,5 +18,6 @@ __all__ = [
     "WebhookEventAdmin",
     "admin_client",
     "describe",
+    "object_admin_url",
     "user_admin_url",
 ]

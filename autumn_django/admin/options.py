@@ -19,52 +19,115 @@ from functools import partial, update_wrapper
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import smart_split, unescape_string_literal
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
 
+from .. import sources
 from ..models import Customer, RemoteCustomer
 from . import actions, views
-from .helpers import user_admin_url
+from .helpers import model_label, object_html, row_model, with_objects
 
 #: What a blank value shows, on every page of the app (Django's own is "-").
 EMPTY = "—"
 #: Characters of a row's last error shown in the list; the whole of it is
 #: in the cell's tooltip and on the row's page.
 ERROR_CHARS = 90
+#: The most users a search of the mirror looks up by username or email: the
+#: rows are found by their users' keys, which cannot be joined (see
+#: ``CustomerAdmin.get_search_results``), so a term that matches more users
+#: finds the rows of the first ones (by key).
+SEARCH_USERS = 500
 
 
 # --- the mirror -----------------------------------------------------------------
 
 
+class ModelFilter(admin.SimpleListFilter):
+    """The rows of one model's objects (users, teams...): one choice per
+    registered customer source, named as the pages name the model."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [
+            (source.label, model_label(source.model_class) or source.label) for source in sources.registry()
+        ]
+
+    def has_output(self) -> bool:
+        return len(self.lookup_choices) > 1  # users alone: a filter with one choice filters nothing
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        label = self.value()
+        if not label:
+            return queryset
+        try:
+            source = sources.registry().get(label)
+        except LookupError:
+            return queryset.none()  # an old link to a source no longer registered
+        return queryset.filter(content_type=ContentType.objects.get_for_model(source.model_class))
+
+
+class MirrorChangeList(ChangeList):
+    """The admin's list, with the page's objects read in one query per
+    model: the generic link cannot be ``select_related``, and the "object"
+    column would otherwise read them one row at a time."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # Evaluating the page's queryset fills its cache: the rows the
+        # template draws are these, with their objects attached.
+        with_objects(self.result_list)
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
-    """The mirror rows, one per user: read-only, with actions that sync them.
+    """The mirror rows, one per object billed (a user, a team: any customer
+    source's): read-only, with actions that sync them.
 
     The list is five columns that fit beside the admin's sidebars at 1280 px
-    (the row's error sits under its state, the environment under its id);
-    on a phone each row is a card (``static/autumn_django/admin.css``)."""
+    (the row's error sits under its state, the environment under its id,
+    the object's model under it); on a phone each row is a card
+    (``static/autumn_django/admin.css``)."""
 
-    list_display = ("customer", "names", "user_link", "state_badge", "synced")
+    list_display = ("customer", "names", "object_link", "state_badge", "synced")
     list_display_links = ("customer",)
-    list_filter = ("state", "env")
-    list_select_related = ("user",)
+    list_filter = ("state", "env", ModelFilter)
     show_full_result_count = False
     empty_value_display = EMPTY
     ordering = ("-updated",)
     # POST with CSRF, change permission: the admin's own checks.
     actions = (actions.sync_now, actions.retry_failed, actions.refresh_from_autumn)
     readonly_fields = (
-        "user", "env", "customer_id", "name", "email", "fingerprint", "stripe_id", "metadata",
-        "remote_created_at", "state", "last_error", "attempts", "next_attempt_at", "synced_at",
-        "payload_hash", "version", "created", "updated", "data_pretty", "in_autumn",
+        "source_model", "source_object", "env", "customer_id", "name", "email", "fingerprint",
+        "stripe_id", "metadata", "remote_created_at", "state", "last_error", "attempts",
+        "next_attempt_at", "synced_at", "payload_hash", "version", "created", "updated", "data_pretty",
+        "in_autumn",
     )  # fmt: skip
     fieldsets = (
-        (None, {"fields": ("user", "customer_id", "in_autumn", "env", "state", "last_error")}),
+        (
+            None,
+            {
+                "fields": (
+                    "source_model",
+                    "source_object",
+                    "customer_id",
+                    "in_autumn",
+                    "env",
+                    "state",
+                    "last_error",
+                )
+            },
+        ),
         (
             "At Autumn",
             {"fields": ("name", "email", "fingerprint", "stripe_id", "metadata", "remote_created_at")},
@@ -89,16 +152,67 @@ class CustomerAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ("autumn_django/admin.css",)}
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return MirrorChangeList
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Customer | None:
+        """The row, with its object read through its source (or its model's
+        manager), so a row whose model is gone from the site shows a blank
+        rather than a 500."""
+        row = super().get_object(request, object_id, from_field)
+        if row is not None:
+            with_objects([row])
+        return row
+
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("customer_id", "email", "name", "object_id")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Customer], search_term: str
+    ) -> tuple[QuerySet[Customer], bool]:
+        """The admin's search on the row's own columns, and the rows of the
+        users whose username or email matches every word: the generic link
+        cannot join the user table, so those users' keys are read first (at
+        most ``SEARCH_USERS`` of them) and their rows added. ``queryset``
+        has the list's filters already; the added rows keep them."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        users = self._users_matching(search_term)
+        if users is None:
+            return found, duplicates
+        model, keys = users
+        if not keys:
+            return found, duplicates
+        of_users = queryset.filter(
+            content_type=ContentType.objects.get_for_model(model), object_id__in=[str(key) for key in keys]
+        )
+        return found | of_users, duplicates
+
+    def _users_matching(self, search_term: str) -> tuple[Any, list[Any]] | None:
+        """The user model and the keys of its first users whose username or
+        email holds every word of the term; None when there is no term or
+        users are not customers here."""
         user_model = get_user_model()
-        fields = ["customer_id", "email", "name", f"user__{user_model.USERNAME_FIELD}"]
+        if not search_term.strip() or sources.registry().for_model(user_model) is None:
+            return None
+        fields = [user_model.USERNAME_FIELD]
         email_field = user_model.get_email_field_name()
-        if f"user__{email_field}" not in fields and hasattr(user_model, email_field):
-            fields.append(f"user__{email_field}")
-        return tuple(fields)
+        if email_field not in fields and hasattr(user_model, email_field):
+            fields.append(email_field)
+        every_word = Q()
+        for bit in smart_split(search_term):
+            if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
+                bit = unescape_string_literal(bit)
+            any_field = Q()
+            for field in fields:
+                any_field |= Q(**{f"{field}__icontains": bit})
+            every_word &= any_field
+        keys = user_model._default_manager.filter(every_word).order_by("pk").values_list("pk", flat=True)
+        return user_model, list(keys[:SEARCH_USERS])
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # rows come from users; a row made by hand would have no user to mirror
+        return False  # rows come from their objects; a row made by hand would have nothing to mirror
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -129,14 +243,20 @@ class CustomerAdmin(admin.ModelAdmin):
             row.email or EMPTY,
         )
 
-    @admin.display(description="user", ordering="user")
-    def user_link(self, row: Customer) -> str | None:
-        if row.user is None:
-            return None
-        url = user_admin_url(row.user)
-        if url is None:
-            return str(row.user)
-        return format_html('<a href="{}">{}</a>', url, row.user)
+    @admin.display(description="object")
+    def object_link(self, row: Customer) -> str | None:
+        """The row's object (read with the page's others, see
+        ``MirrorChangeList``), linked to its change page when its model is
+        in the admin, its model under it; blank once the object is gone."""
+        return object_html(row.source, model_label(row_model(row)))
+
+    @admin.display(description="model")
+    def source_model(self, row: Customer) -> str | None:
+        return model_label(row_model(row))
+
+    @admin.display(description="object")
+    def source_object(self, row: Customer) -> str | None:
+        return object_html(row.source, None)
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, row: Customer) -> str:

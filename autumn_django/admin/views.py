@@ -1,6 +1,7 @@
 """The pages of Autumn's own customer list: list, detail, link (or import)
 and delete. Nothing here is read from the database but the mirror rows shown
-beside Autumn's answers; the data comes from the API on each request.
+beside Autumn's answers and their objects (a user, a team: any customer
+source's); the data comes from the API on each request.
 
 Each view takes the ``RemoteCustomerAdmin`` first, for its site's context,
 its ``opts`` and its permission checks; ``RemoteCustomerAdmin.get_urls``
@@ -15,18 +16,27 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
-from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from .. import mapping, sync
+from .. import mapping, sources, sync
 from ..exceptions import AutumnError, MappingError, NotFound
 from ..models import Customer
+from ..sources import CustomerSource, UserSource
 from . import pagination
-from .helpers import admin_client, describe, user_admin_url
+from .helpers import (
+    admin_client,
+    describe,
+    model_label,
+    object_admin_url,
+    object_html,
+    row_model,
+    with_objects,
+)
 
 PAGE_SIZES = (25, 50, 100, 250, 1000)
 #: Bounds on what the query string may ask: a page number past any real
@@ -46,7 +56,7 @@ DETAIL_FIELDS = (
     ("fingerprint", "Fingerprint"),
     ("send_email_receipts", "Email receipts"),
 )
-LIST_HEADINGS = ("Customer id", "Customer", "Local user", "Active plans", "Stripe id", "Created")
+LIST_HEADINGS = ("Customer id", "Customer", "Local object", "Active plans", "Stripe id", "Created")
 #: What a blank value shows, as on the mirror's pages.
 EMPTY = "—"
 
@@ -136,21 +146,24 @@ def changelist(
         messages.error(request, describe(error))
     customers = page.get("list") or []
     ids = [c["id"] for c in customers if c.get("id")]
+    # The page's rows in one query, their objects in one per model.
     rows = {
-        row.customer_id: row
-        for row in Customer.objects.filter(env=client.env, customer_id__in=ids).select_related("user")
+        row.customer_id: (row, obj)
+        for row, obj in with_objects(Customer.objects.filter(env=client.env, customer_id__in=ids))
     }
-    entries = [
-        {
-            "customer": customer,
-            "created": remote_created(customer),
-            "plans": active_plans(customer),
-            "row": rows.get(customer.get("id")),
-            "user_url": user_admin_url(getattr(rows.get(customer.get("id")), "user", None)),
-            "detail_url": detail_url(customer.get("id")),
-        }
-        for customer in customers
-    ]
+    entries = []
+    for customer in customers:
+        row, obj = rows.get(customer.get("id"), (None, None))
+        entries.append(
+            {
+                "customer": customer,
+                "created": remote_created(customer),
+                "plans": active_plans(customer),
+                "row": row,
+                "local": object_html(obj, model_label(row_model(row)) if row else None),
+                "detail_url": detail_url(customer.get("id")),
+            }
+        )
     context = _context(
         model_admin,
         request,
@@ -177,7 +190,9 @@ def detail(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str)
         customer = client.get_customer(customer_id, expand=["subscriptions.plan"])
     except AutumnError as error:
         messages.error(request, describe(error))
-    row = Customer.objects.filter(env=client.env, customer_id=customer_id).select_related("user").first()
+    row = Customer.objects.filter(env=client.env, customer_id=customer_id).first()
+    obj = with_objects([row])[0][1] if row else None
+    candidate = None if row else _local_object(customer_id)
     context = _context(
         model_admin,
         request,
@@ -203,49 +218,93 @@ def detail(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str)
             for sub in (customer or {}).get("subscriptions") or []
         ],
         row=row,
-        user_url=user_admin_url(row.user if row else None),
-        candidate=None if row else _local_user(customer_id),
+        local_object=obj,
+        local_url=object_admin_url(obj),
+        local_label=model_label(row_model(row)) if row else None,
+        candidate=candidate[0] if candidate else None,
+        candidate_described=candidate[1].describe(candidate[0]) if candidate else None,
     )
     return TemplateResponse(request, "admin/autumn_django/remotecustomer/detail.html", context)
 
 
-def _local_user(customer_id: str) -> Any:
-    """The local user whose CUSTOMER_ID is ``customer_id``, if any: tried
-    by primary key and by the pk the default mapping puts in metadata."""
-    user_model = get_user_model()
-    try:
-        user = user_model._default_manager.filter(pk=user_model._meta.pk.to_python(customer_id)).first()
-    except Exception:  # not a valid pk for this model
-        user = None
-    if user is None:
+def _local_object(customer_id: str) -> tuple[Any, CustomerSource] | None:
+    """The local object whose customer id is ``customer_id``, and its source,
+    if any, among every registered source: a user by the id as its primary
+    key, another source's object by what follows its prefix (``team:3``).
+    The object's own mapping must give that very id, so an id that only
+    looks like a key (a custom ``CUSTOMER_ID``) links nothing wrong. At most
+    one query per source whose keys the id can hold."""
+    for source in sources.registry():
+        pk = _key_in(source, customer_id)
+        if pk is None:
+            continue
+        obj = next(iter(source.get_queryset().filter(pk=pk).order_by()[:1]), None)
+        if obj is None:
+            continue
+        try:
+            if mapping.payload_for(obj, source).customer_id == customer_id:
+                return obj, source
+        except MappingError:
+            continue
+    return None
+
+
+def _key_in(source: CustomerSource, customer_id: str) -> Any:
+    """The primary key of ``source``'s model that ``customer_id`` holds by
+    the default ids (the key for users, ``<prefix>:<key>`` for the others),
+    or None when it holds none (not that prefix, not a valid key)."""
+    if isinstance(source, UserSource):
+        text = customer_id
+    elif customer_id.startswith(f"{source.prefix}:"):
+        text = customer_id[len(source.prefix) + 1 :]
+    else:
         return None
     try:
-        return user if mapping.payload_for(user).customer_id == customer_id else None
-    except MappingError:
+        return source.model_class._meta.pk.to_python(text)
+    except (ValidationError, ValueError, TypeError):
         return None
 
 
 def link(model_admin: ModelAdmin[Any], request: HttpRequest, customer_id: str) -> HttpResponse:
-    """Link or import: a mirror row for the local user this customer
-    belongs to, holding what Autumn has. POST only (``get_urls`` wraps it
-    in ``require_POST``)."""
+    """Link or import: a mirror row for the local object this customer
+    belongs to (a user, a team), holding what Autumn has. POST only
+    (``get_urls`` wraps it in ``require_POST``).
+
+    The object is the row's own when a row already holds the id (Refresh
+    mirror from Autumn), else the one :func:`_local_object` finds."""
     if not model_admin.has_view_permission(request) or not request.user.has_perm(
         "autumn_django.change_customer"
     ):
         raise PermissionDenied
     detail_url = reverse("admin:autumn_django_remotecustomer_detail", args=[customer_id])
     client = admin_client()
-    user = _local_user(customer_id)
-    if user is None:
-        messages.error(request, f"No local user has the customer id {customer_id}.")
+    row = Customer.objects.filter(env=client.env, customer_id=customer_id).first()
+    obj = with_objects([row])[0][1] if row else None
+    source = sources.registry().for_model(type(obj)) if obj is not None else None
+    found = (obj, source) if obj is not None and source is not None else _local_object(customer_id)
+    if found is None:
+        messages.error(request, f"No local object has the customer id {customer_id}.")
         return HttpResponseRedirect(detail_url)
+    obj, source = found
     try:
         remote = client.get_customer(customer_id)
     except AutumnError as error:
         messages.error(request, describe(error))
         return HttpResponseRedirect(detail_url)
-    row, created = sync.link(user, remote)
-    messages.success(request, f"{'Linked' if created else 'Refreshed'} {customer_id} to user {user}.")
+    what = f"{source.describe(obj)} ({obj})"
+    try:
+        with transaction.atomic():
+            row, created = sync.link(obj, remote)
+    except IntegrityError:
+        # The row of a deleted object still holds the id, waiting for Autumn
+        # to confirm its delete: linking must not take it over silently.
+        messages.error(
+            request,
+            f"{customer_id} was not linked to {what}: the mirror row of a deleted object still "
+            "holds it, waiting for Autumn to confirm the delete. Sync that row, then link again.",
+        )
+        return HttpResponseRedirect(detail_url)
+    messages.success(request, f"{'Linked' if created else 'Refreshed'} {customer_id} to {what}.")
     return HttpResponseRedirect(detail_url)
 
 

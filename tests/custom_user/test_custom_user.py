@@ -16,7 +16,7 @@ def test_a_uuid_keyed_email_named_user_is_synced(autumn_emulator, django_user_mo
     remote = autumn_emulator.customer(str(user.pk))
     assert (remote["name"], remote["email"]) == ("ada@example.com", "ada@example.com")
     assert remote["metadata"] == {"django_user_id": str(user.pk)}
-    assert Customer.objects.get(user=user).state == "synced"
+    assert Customer.objects.of(user).get().state == "synced"
 
 
 def test_an_unchanged_save_of_a_custom_user_costs_no_request(autumn_emulator, django_user_model):

@@ -442,11 +442,11 @@ def test_soak_with_faults_kills_and_an_outage_leaves_no_orphan(autumn_emulator_s
             lost.append(str(pk))
         elif any(customer.get(name) != fields[name] for name in ("email", "name")):
             stale.append(str(pk))
-        if not Customer.objects.filter(user=user, state=State.SYNCED, customer_id=str(pk)).exists():
+        if not Customer.objects.of(user).filter(state=State.SYNCED, customer_id=str(pk)).exists():
             unsynced.append(str(pk))
-    per_user = Counter(row.user_id for row in rows if row.user_id is not None)
+    per_user = Counter(row.object_id for row in rows if row.object_id is not None)
     duplicated = sorted(str(pk) for pk, count in per_user.items() if count > 1)
-    left_rows = [row for row in rows if row.state != State.SYNCED or row.user_id is None]
+    left_rows = [row for row in rows if row.state != State.SYNCED or row.object_id is None]
     task_errors = list(DBTaskResult.objects.filter(status="FAILED"))
     out = io.StringIO()
     try:
@@ -508,9 +508,9 @@ def account_of(ids, rows, users, remote, load, network, emulator, started):
         lines.append(f"   user now: {f'{user.email} / {user.get_full_name()!r}' if user else 'none'}")
         lines.append(f"   at Autumn: {remote.get(customer_id)}")
         for row in rows:
-            if row.customer_id == customer_id or (pk is not None and row.user_id == pk):
+            if row.customer_id == customer_id or (pk is not None and row.object_id == str(pk)):
                 lines.append(
-                    f"   row {row.pk}: user={row.user_id} state={row.state} version={row.version} "
+                    f"   row {row.pk}: user={row.object_id} state={row.state} version={row.version} "
                     f"attempts={row.attempts} pushed_at={row.pushed_at} "
                     f"next_attempt_at={row.next_attempt_at} "
                     f"email={row.email} last_error={row.last_error[:200]!r}"

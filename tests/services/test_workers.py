@@ -89,7 +89,7 @@ def test_a_change_saved_while_a_push_is_on_the_wire_is_pushed_after_it(
     workers = start_db_workers(autumn_emulator_server, settings)
     try:
         user = django_user_model.objects.create_user(username="race", email="race-0@example.com")
-        wait_for(lambda: Customer.objects.filter(user=user, state="synced").exists(), what="the first sync")
+        wait_for(lambda: Customer.objects.of(user).filter(state="synced").exists(), what="the first sync")
         emulator.delay_next(1, "customers.update", ms=1500)
         user.email = "race-1@example.com"
         user.save()
@@ -97,7 +97,7 @@ def test_a_change_saved_while_a_push_is_on_the_wire_is_pushed_after_it(
         user.email = "race-2@example.com"
         user.save()
         wait_for(
-            lambda: queue_drained() and Customer.objects.get(user=user).state == "synced", what="both syncs"
+            lambda: queue_drained() and Customer.objects.of(user).get().state == "synced", what="both syncs"
         )
     finally:
         errors = stop(workers)
@@ -105,7 +105,7 @@ def test_a_change_saved_while_a_push_is_on_the_wire_is_pushed_after_it(
     assert updates[:2] == ["race-1@example.com", "race-2@example.com"], (updates, errors)  # B waited for A
     assert updates[-1] == "race-2@example.com"
     assert emulator.customer(str(user.pk))["email"] == "race-2@example.com"
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert (row.state, row.email) == ("synced", "race-2@example.com")
 
 
@@ -137,7 +137,7 @@ def test_two_database_workers_never_lose_the_later_change(
     for user in users:
         latest = f"{user.username}-{ROUNDS - 1}@example.com"
         assert emulator.customer(str(user.pk))["email"] == latest, errors
-        row = Customer.objects.get(user=user)
+        row = Customer.objects.of(user).get()
         assert (row.state, row.email) == ("synced", latest)
     assert len(emulator.customers()) == len(users)
     assert not DBTaskResult.objects.filter(status="FAILED").exists()
@@ -170,10 +170,10 @@ def test_the_rq_backend_syncs_on_an_rq_worker(autumn_emulator_server, django_use
         assert result.returncode == 0, result.stderr[-2000:]
 
     user = django_user_model.objects.create_user(username="rq", email="rq@example.com")
-    assert emulator.requests() == [] and Customer.objects.get(user=user).state == "pending"
+    assert emulator.requests() == [] and Customer.objects.of(user).get().state == "pending"
     run_worker()
     assert emulator.customer(str(user.pk))["email"] == "rq@example.com"
-    assert Customer.objects.get(user=user).state == "synced"
+    assert Customer.objects.of(user).get().state == "synced"
 
     user.email = "rq2@example.com"
     user.save()
@@ -195,7 +195,7 @@ def test_a_retryable_failure_re_enqueues_the_task_for_later(
     autumn_emulator_server.emulator.fail_next(50, status=503, headers={"Retry-After": "0"})
     user = django_user_model.objects.create_user(username="later", email="later@example.com")
     run_db_worker_batch(autumn_emulator_server, settings, "--max-tasks", "1")
-    row = Customer.objects.get(user=user)
+    row = Customer.objects.of(user).get()
     assert row.state == "failed" and row.next_attempt_at
     retry = DBTaskResult.objects.get(status="READY")
     assert retry.args_kwargs == {"args": [row.pk], "kwargs": {}}

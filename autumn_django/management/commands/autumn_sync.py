@@ -1,6 +1,7 @@
-"""``manage.py autumn_sync``: bring every user's Autumn customer up to date.
+"""``manage.py autumn_sync``: bring every customer source's Autumn customers
+(users, teams) up to date.
 
-Day one it mirrors the existing users; from cron it catches what signals
+Day one it mirrors the existing users and teams; from cron it catches what signals
 cannot see (``bulk_create``, ``QuerySet.update()``, raw SQL) and retries the
 outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
 :mod:`autumn_django.bulk` (push, retry) and :mod:`autumn_django.reconcile`
@@ -15,13 +16,15 @@ import time
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timesince import timeuntil
 
-from ... import bulk, conf, mapping, reconcile, tasks
+from ... import bulk, conf, mapping, reconcile, sources, tasks
 from ...client import bulk_client
 from ...exceptions import AutumnError
 from ...models import Customer
@@ -65,7 +68,10 @@ class Progress:
 
 
 class Command(BaseCommand):
-    help = "Bring Autumn's customers in line with the site's users (push, retry, check, pull, prune)."
+    help = (
+        "Bring Autumn's customers in line with the site's users and other customer sources "
+        "(push, retry, check, pull, prune)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         modes = parser.add_mutually_exclusive_group()
@@ -82,21 +88,35 @@ class Command(BaseCommand):
         modes.add_argument(
             "--pull",
             action="store_true",
-            help="refresh the mirror from customers.list and link existing customers to their users",
+            help="refresh the mirror from customers.list and link existing customers to their objects",
         )
         modes.add_argument(
-            "--prune", action="store_true", help="delete Autumn customers that no local user accounts for"
+            "--prune", action="store_true", help="delete Autumn customers that no local object accounts for"
+        )
+        parser.add_argument(
+            "--repair",
+            action="store_true",
+            help="with --check: get_or_create the missing customers and update those that differ",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="say what would be done; no write call, no row changed"
+        )
+        parser.add_argument(
+            "--model",
+            action="append",
+            metavar="APP_LABEL.MODEL",
+            help="only this customer source, e.g. teams.Team (repeatable; default: every registered source)",
+        )
+        parser.add_argument(
+            "--ids", nargs="+", metavar="ID", help="only these objects (primary keys) of the one --model"
         )
         parser.add_argument("--users", nargs="+", metavar="ID", help="only these users (primary keys)")
         parser.add_argument(
             "--since",
             metavar="DATETIME",
-            help="only users changed since (joined, logged in, or mirror row changed); ISO 8601",
+            help="only objects changed since (joined, logged in, or mirror row changed); ISO 8601",
         )
-        parser.add_argument("--limit", type=int, metavar="N", help="at most N users")
+        parser.add_argument("--limit", type=int, metavar="N", help="at most N objects of each source")
         parser.add_argument(
             "--enqueue",
             action="store_true",
@@ -128,6 +148,8 @@ class Command(BaseCommand):
             options["dry_run"] or options["check"] or options["pull"] or options["prune"]
         ):
             raise CommandError("--enqueue goes with a push or --retry, without --dry-run.")
+        if options["repair"] and not options["check"]:
+            raise CommandError("--repair goes with --check: it repairs what the check finds.")
         conf.load()  # a broken AUTUMN setting stops here, with its message
         self.options = options
         self.progress_stream = self.stderr if options["json"] else self.stdout
@@ -146,22 +168,50 @@ class Command(BaseCommand):
 
     # --- selection ------------------------------------------------------------
 
-    def users(self) -> QuerySet[Any]:
-        user_model = get_user_model()
-        users = user_model._default_manager.order_by("pk")
+    def chosen(self) -> list[sources.CustomerSource]:
+        """The sources this run covers: ``--model`` (or ``--users``), else all."""
+        registry = sources.registry()
+        labels = list(self.options["model"] or [])
         if self.options["users"]:
-            users = users.filter(pk__in=self.options["users"])
-        if self.options["since"]:
-            since = self.parse_since(self.options["since"])
-            field_names = {f.name for f in user_model._meta.get_fields()}
-            changed = Q(autumn_customer__updated__gte=since)
-            for name in ("date_joined", "last_login"):
-                if name in field_names:
-                    changed |= Q(**{f"{name}__gte": since})
-            users = users.filter(changed)
-        if self.options["limit"] is not None:
-            users = users[: self.options["limit"]]
-        return users
+            if self.options["ids"] or labels:
+                raise CommandError("--users goes alone; for other models use --model with --ids.")
+            labels = [get_user_model()._meta.label_lower]
+        try:
+            chosen = [registry.get(label) for label in labels] if labels else list(registry)
+        except LookupError as error:
+            raise CommandError(str(error)) from None
+        if self.options["ids"] and len(chosen) != 1:
+            raise CommandError("--ids goes with exactly one --model.")
+        return chosen
+
+    def selections(self) -> list[QuerySet[Any]]:
+        """A queryset per source chosen, with ``--ids``, ``--since`` and ``--limit``."""
+        ids = self.options["users"] or self.options["ids"]
+        since = self.parse_since(self.options["since"]) if self.options["since"] else None
+        selections = []
+        for source in self.chosen():
+            objects = source.get_queryset().order_by("pk")
+            if ids:
+                objects = objects.filter(pk__in=ids)
+            if since is not None:
+                changed = Q(
+                    Exists(
+                        Customer.objects.filter(
+                            content_type=ContentType.objects.get_for_model(source.model_class),
+                            object_id=Cast(OuterRef("pk"), CharField()),
+                            updated__gte=since,
+                        )
+                    )
+                )
+                field_names = {f.name for f in source.model_class._meta.get_fields()}
+                for name in source.changed_fields:
+                    if name in field_names:
+                        changed |= Q(**{f"{name}__gte": since})
+                objects = objects.filter(changed)
+            if self.options["limit"] is not None:
+                objects = objects[: self.options["limit"]]
+            selections.append(objects)
+        return selections
 
     @staticmethod
     def parse_since(value: str) -> Any:
@@ -177,15 +227,21 @@ class Command(BaseCommand):
 
     @property
     def selected(self) -> bool:
-        return bool(self.options["users"] or self.options["since"] or self.options["limit"] is not None)
+        return bool(
+            self.options["users"]
+            or self.options["ids"]
+            or self.options["model"]
+            or self.options["since"]
+            or self.options["limit"] is not None
+        )
 
     # --- modes ------------------------------------------------------------------------
 
     def push(self) -> None:
         options = self.options
         retry = options["retry"]
-        users = self.users()
-        total = Customer.objects.outbox().count() if retry else users.count()
+        selections = [] if retry else self.selections()
+        total = Customer.objects.outbox().count() if retry else sum(objects.count() for objects in selections)
         if not retry and not self.selected:
             total += Customer.objects.orphans().count()
         progress = Progress(self.progress_stream, total)
@@ -198,7 +254,7 @@ class Command(BaseCommand):
             advance=progress.advance,
         )
         try:
-            summary = runner.retry() if retry else runner.push(users, include_deleting=not self.selected)
+            summary = runner.retry() if retry else runner.push(selections, include_deleting=not self.selected)
         except KeyboardInterrupt:
             summary = runner.finish()
             summary.interrupted = True
@@ -225,32 +281,56 @@ class Command(BaseCommand):
             self.stdout.write(f"Enqueued {count} outbox rows as {count} tasks.")
             return
         chunks = 0
-        users = self.users().values_list("pk", flat=True)
-        for chunk in bulk.chunks(users.iterator(chunk_size=size), size):
-            tasks.configured(tasks.sync_users).enqueue([bulk.jsonable(pk) for pk in chunk])
-            chunks += 1
-        self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} users for the workers.")
+        for objects in self.selections():
+            label = objects.model._meta.label_lower
+            for chunk in bulk.chunks(objects.values_list("pk", flat=True).iterator(chunk_size=size), size):
+                tasks.configured(tasks.sync_objects).enqueue(label, [bulk.jsonable(pk) for pk in chunk])
+                chunks += 1
+        self.stdout.write(f"Enqueued {chunks} chunk tasks of up to {size} objects for the workers.")
 
     def drift_check(self) -> None:
-        drift = reconcile.check(bulk_client(1), self.users(), self.options["batch_size"])
+        drift = reconcile.check(bulk_client(1), self.selections(), self.options["batch_size"])
         if self.options["json"]:
             self.stdout.write(json.dumps(drift.as_dict(), indent=2))
         else:
             self.stdout.write(
                 f"In sync: {drift.in_sync}. Missing in Autumn: {len(drift.missing)}. "
                 f"Fields differ: {len(drift.differing)}. Orphans in Autumn: {len(drift.orphans)}. "
-                f"Customers without an id: {drift.idless}. Users the mapping refuses: {len(drift.invalid)}."
+                f"Customers without an id: {drift.idless}. Objects the mapping refuses: {len(drift.invalid)}."
             )
-            for user, customer_id in drift.missing[:50]:
-                self.stdout.write(f"  missing   user {user} -> {customer_id}")
-            for user, customer_id, fields in drift.differing[:50]:
-                self.stdout.write(f"  differs   user {user} -> {customer_id}: {', '.join(fields)}")
+            for who, customer_id in drift.missing[:50]:
+                self.stdout.write(f"  missing   {who} -> {customer_id}")
+            for who, customer_id, fields in drift.differing[:50]:
+                self.stdout.write(f"  differs   {who} -> {customer_id}: {', '.join(fields)}")
             for customer_id in drift.orphans[:50]:
                 self.stdout.write(f"  orphan    {customer_id}")
-            for user, error in drift.invalid[:50]:
-                self.stdout.write(f"  invalid   user {user}: {error}")
+            for who, error in drift.invalid[:50]:
+                self.stdout.write(f"  invalid   {who}: {error}")
+        if self.options["repair"] and drift.repairable:
+            return self.repair(drift)
         if drift.found:
-            raise CommandError("Drift found: run autumn_sync (and --prune for orphans).", returncode=1)
+            raise CommandError(_advice(drift), returncode=1)
+
+    def repair(self, drift: reconcile.Drift) -> None:
+        """Fix what the check found (``--check --repair``); then only what a
+        repair cannot fix (orphans, objects the mapping refuses) is drift."""
+        count = len(drift.missing) + len(drift.differing)
+        if self.options["dry_run"]:
+            missing, differing = len(drift.missing), len(drift.differing)
+            self.stdout.write(f"Dry run: would get_or_create {missing} and update {differing} customers.")
+            raise CommandError(_advice(drift), returncode=1)
+        concurrency = self.options["concurrency"]
+        summary = reconcile.repair(
+            bulk_client(concurrency), drift, concurrency=concurrency, batch_size=self.options["batch_size"]
+        )
+        self.print_summary(summary, "repair")
+        if summary.failed and self.options["fail_on_error"]:
+            raise CommandError(
+                f"{summary.failed} of {count} repairs failed; see above. Their rows hold the errors."
+            )
+        if drift.orphans or drift.invalid:
+            remaining = reconcile.Drift(orphans=drift.orphans, invalid=drift.invalid)
+            raise CommandError(_advice(remaining), returncode=1)
 
     def pull(self) -> None:
         summary = reconcile.pull(
@@ -260,13 +340,12 @@ class Command(BaseCommand):
 
     def prune(self) -> None:
         client = bulk_client(self.options["concurrency"])
-        orphans = reconcile.check(
-            client, get_user_model()._default_manager.all(), self.options["batch_size"]
-        ).orphans
+        every = [source.get_queryset() for source in sources.registry()]
+        orphans = reconcile.check(client, every, self.options["batch_size"]).orphans
         env = mapping.current_env()
         if orphans and not self.options["dry_run"] and not self.options["no_input"]:
             answer = input(
-                f"Delete {len(orphans)} customers from Autumn ({env}) that no user accounts for? "
+                f"Delete {len(orphans)} customers from Autumn ({env}) that no local object accounts for? "
                 "Type 'yes' to continue: "
             )
             if answer.strip().lower() != "yes":
@@ -306,7 +385,9 @@ class Command(BaseCommand):
         self.stdout.write(f"  API calls: {calls}")
         for error in summary.errors[:100]:
             self.stdout.write(
-                self.style.ERROR(f"  user {error['user']}, customer {error['customer_id']}: {error['error']}")
+                self.style.ERROR(
+                    f"  {error['object'] or 'no object'}, customer {error['customer_id']}: {error['error']}"
+                )
             )
         if summary.failed > 100:
             self.stdout.write(f"  ... and {summary.failed - 100} more (each failed row holds its error)")
@@ -322,7 +403,7 @@ class Command(BaseCommand):
             next_attempt_at__gt=now,
         ).order_by("next_attempt_at")
         refused = failed.filter(next_attempt_at__isnull=True)
-        waiting = list(later.values_list("next_attempt_at", "user_id")[: HINT_ROWS + 1])
+        waiting = list(later.values_list("next_attempt_at", "content_type_id", "object_id")[: HINT_ROWS + 1])
         if waiting:
             count, count_failed = later.count(), later.filter(state=Customer.State.FAILED).count()
             due = waiting[0][0]
@@ -340,7 +421,7 @@ class Command(BaseCommand):
             )
         refused_count = refused.count()
         if refused_count:
-            users = list(refused.values_list("user_id", flat=True)[: HINT_ROWS + 1])
+            objects = list(refused.values_list("content_type_id", "object_id")[: HINT_ROWS + 1])
             subject = "1 customer" if refused_count == 1 else f"{refused_count} customers"
             self.stdout.write(
                 self.style.WARNING(
@@ -351,11 +432,11 @@ class Command(BaseCommand):
             )
             self.stdout.write(
                 "  Once the cause is fixed, push again: "
-                + _push_now([(None, user) for user in users], refused_count, waiting=False)
+                + _push_now([(None, *linked) for linked in objects], refused_count, waiting=False)
             )
 
 
-#: Rows a hint names by their user before it says "a full push" instead.
+#: Rows a hint names by their objects before it says "a full push" instead.
 HINT_ROWS = 10
 
 
@@ -367,14 +448,35 @@ def _until(moment: datetime.datetime, now: datetime.datetime) -> str:
     return timeuntil(moment, now, depth=1).replace("\xa0", " ")
 
 
-def _push_now(rows: list[tuple[Any, Any]], count: int, *, waiting: bool = True) -> str:
-    """The command that pushes these rows now: by their users when there are
-    few and each has one, else a full push (which does not wait either)."""
-    users = [user for _, user in rows]
-    if count <= HINT_ROWS and None not in users:
-        command = f"manage.py autumn_sync --users {' '.join(str(user) for user in users)}"
+def _push_now(rows: list[tuple[Any, Any, Any]], count: int, *, waiting: bool = True) -> str:
+    """The command that pushes these rows now: by their objects when there
+    are few, each has one and all are of one model, else a full push (which
+    does not wait either)."""
+    types = {content_type for _, content_type, _ in rows}
+    ids = [object_id for _, _, object_id in rows]
+    source = sources.registry().for_content_type_id(types.pop()) if len(types) == 1 else None
+    if count <= HINT_ROWS and None not in ids and source is not None:
+        if source.model_class is get_user_model():
+            command = f"manage.py autumn_sync --users {' '.join(ids)}"
+        else:
+            command = f"manage.py autumn_sync --model {source.label} --ids {' '.join(ids)}"
         return f"{command} (a push does not wait for retry times)" if waiting else command
     return "manage.py autumn_sync" + (" (a full push does not wait for retry times)" if waiting else "")
+
+
+def _advice(drift: reconcile.Drift) -> str:
+    """What fixes the drift found, command by command."""
+    steps = []
+    if drift.repairable:
+        steps.append(
+            f"manage.py autumn_sync --check --repair creates the {len(drift.missing)} missing and updates "
+            f"the {len(drift.differing)} differing customers"
+        )
+    if drift.orphans:
+        steps.append(f"manage.py autumn_sync --prune deletes the {len(drift.orphans)} orphans (after asking)")
+    if drift.invalid:
+        steps.append(f"fix the mapping of the {len(drift.invalid)} objects it refuses (see above)")
+    return "Drift found: " + "; ".join(steps) + "."
 
 
 def _extra(summary: bulk.Summary) -> dict[str, int]:

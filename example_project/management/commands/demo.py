@@ -1,6 +1,6 @@
 """The example project's main job, end to end against the local emulator:
-sample users, a bulk sync with its progress bar, a drift check, an admin
-login, and the site served until Ctrl-C.
+sample users and teams, a bulk sync with its progress bar, a drift check,
+an admin login, and the site served until Ctrl-C.
 
 Every command it prints works as printed, from the directory it was run in:
 ``make demo`` when make started it, otherwise this interpreter's own path
@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from autumn_django import conf
 from autumn_django.emulator import Emulator, EmulatorServer, Plan
 from autumn_django.signals import disable_sync
+from example_project.models import Membership, Team
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
 LAST = [
@@ -41,6 +42,10 @@ LAST = [
 ]
 ADMIN_USERNAME = "admin"
 DEFAULT_USERS = 300
+#: Sample teams: one per USERS_PER_TEAM sample users unless --teams says,
+#: each with its owner and MEMBERS - 1 more sample users.
+USERS_PER_TEAM = 10
+MEMBERS = 4
 DEFAULT_ADDRPORT = "127.0.0.1:8000"
 
 
@@ -62,11 +67,18 @@ def manage_py(*args: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Run the example: emulator, sample users, autumn_sync, a check, an admin login, the site."
+    help = (
+        "Run the example: emulator, sample users and teams, autumn_sync, a check, an admin login, the site."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--users", type=int, default=DEFAULT_USERS, help=f"sample users to have (default {DEFAULT_USERS})"
+        )
+        parser.add_argument(
+            "--teams",
+            type=int,
+            help=f"sample teams to have (default one per {USERS_PER_TEAM} sample users)",
         )
         parser.add_argument("--no-serve", action="store_true", help="stop after the sync and the check")
         parser.add_argument(
@@ -84,11 +96,13 @@ class Command(BaseCommand):
         if not options["no_emulator"] and urlsplit(base_url).hostname in ("127.0.0.1", "localhost"):
             server = self.start_emulator(base_url)
         try:
-            self.step(f"1. Sample users ({options['users']})")
+            teams = options["users"] // USERS_PER_TEAM if options["teams"] is None else options["teams"]
+            self.step(f"1. Sample users ({options['users']}) and teams ({teams})")
             self.make_users(options["users"])
-            self.step("2. manage.py autumn_sync: every user to an Autumn customer")
+            self.make_teams(teams, options["users"])
+            self.step("2. manage.py autumn_sync: every user and team to an Autumn customer")
             call_command("autumn_sync", stdout=self.stdout, stderr=self.stderr)
-            self.step("3. manage.py autumn_sync --check: is Autumn in line with the users?")
+            self.step("3. manage.py autumn_sync --check: is Autumn in line with the users and teams?")
             try:
                 call_command("autumn_sync", "--check", stdout=self.stdout, stderr=self.stderr)
                 self.stdout.write(self.style.SUCCESS("Everything is in sync."))
@@ -144,7 +158,37 @@ class Command(BaseCommand):
             )
         with disable_sync():
             User.objects.bulk_create(new)
-        self.stdout.write(f"{len(new)} created, {len(existing)} already there.")
+        self.stdout.write(f"Users: {len(new)} created, {len(existing)} already there.")
+
+    def make_teams(self, count: int, users: int) -> None:
+        """Teams as the site has them, made like the users: sample team N is
+        owned by sample user 10 N, and the next three sample users are its
+        other members."""
+        existing = set(Team.objects.filter(name__startswith="Sample team").values_list("name", flat=True))
+        wanted = [(number, f"Sample team {number:02d}") for number in range(count)]
+        wanted = [(number, name) for number, name in wanted if name not in existing]
+        if wanted and not users:
+            raise CommandError("Sample teams need sample users: give --users more than 0, or --teams 0.")
+        User = get_user_model()
+        samples = dict(User.objects.filter(username__startswith="sample").values_list("username", "pk"))
+        size = min(MEMBERS, users)
+
+        def members(number: int) -> list[Any]:
+            """Sample user 10 N (the owner) and the next ones, wrapping around."""
+            first = number * USERS_PER_TEAM
+            return [samples[f"sample{(first + offset) % users:04d}"] for offset in range(size)]
+
+        with disable_sync():
+            teams = Team.objects.bulk_create(
+                Team(name=name, owner_id=members(number)[0]) for number, name in wanted
+            )
+            Membership.objects.bulk_create(
+                Membership(team=team, user_id=user)
+                for team, (number, _) in zip(teams, wanted, strict=True)
+                for user in members(number)
+            )
+        each = f" (an owner and {size - 1} more members each)" if teams else ""
+        self.stdout.write(f"Teams: {len(teams)} created{each}, {len(existing)} already there.")
 
     def admin_login(self) -> tuple[str, str]:
         """The admin's password, the same on every run: made once and kept
@@ -172,8 +216,8 @@ class Command(BaseCommand):
         """What the two admin pages show, in a site owner's words."""
         return [
             f"{indent}Autumn customers         the customers your Autumn account holds, read live",
-            f"{indent}Autumn customer mirrors  each user's link to Autumn: whether their latest",
-            f"{indent}                         change got there, when, and the error if it did not",
+            f"{indent}Autumn customer mirrors  each user's and team's link to Autumn: whether its",
+            f"{indent}                         latest change got there, when, and the error if not",
         ]
 
     def explain_serving(self, addrport: str, base_url: str, *, emulated: bool) -> None:
@@ -184,7 +228,7 @@ class Command(BaseCommand):
                 [
                     "",
                     self.style.SUCCESS(f"Ready: serving {site}/ until Ctrl-C."),
-                    f"  Site:   {site}/  sign up, edit your profile, then open Billing",
+                    f"  Site:   {site}/  sign up, edit your profile, create a team, then open Billing",
                     f"  Admin:  {site}/admin/  log in as {ADMIN_USERNAME}; under Autumn:",
                     *self.admin_pages("            "),
                     f"  Autumn: {autumn}",
@@ -198,6 +242,8 @@ class Command(BaseCommand):
     def explain_stopped(self, options: dict[str, Any]) -> None:
         # The same run, served: this run's options but --no-serve.
         args = [f"--users={options['users']}"] if options["users"] != DEFAULT_USERS else []
+        if options["teams"] is not None:
+            args.append(f"--teams={options['teams']}")
         if options["addrport"] != DEFAULT_ADDRPORT:
             args.append(f"--addrport={options['addrport']}")
         if options["no_emulator"]:
@@ -213,7 +259,8 @@ class Command(BaseCommand):
                     "",
                     self.style.SUCCESS("Done. Nothing is served, and the emulator has stopped."),
                     f"  To look around, run: {serve}",
-                    f"  It serves the site at {site}/ with the emulator until Ctrl-C. In the admin",
+                    f"  It serves the site at {site}/ with the emulator until Ctrl-C: sign up, create a",
+                    "  team, and see both Autumn customers on the Billing page. In the admin",
                     f"  ({site}/admin/, log in as {ADMIN_USERNAME}), under Autumn:",
                     *self.admin_pages("    "),
                 ]
