@@ -20,6 +20,8 @@ database and the network are used, so that a million users cost
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -70,6 +72,8 @@ class Summary:
     duration: float = 0.0
     dry_run: bool = False
     interrupted: bool = False
+    #: The most requests the run kept in flight (adaptive, up to --concurrency).
+    concurrency: int = 0
 
     @property
     def failed(self) -> int:
@@ -100,8 +104,78 @@ class Summary:
             "api_calls": dict(sorted(self.calls.items())),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
+            "concurrency": self.concurrency,
             "errors": self.errors,
         }
+
+
+#: The most requests ``autumn_sync`` keeps in flight unless ``--concurrency``
+#: says otherwise: at 150 ms an answer, enough for about 1,700 calls a second.
+MAX_CONCURRENCY = 256
+#: Where the adaptive concurrency starts (and never goes under 1).
+START_CONCURRENCY = 16
+
+
+class AdaptiveConcurrency:
+    """How many requests a bulk run keeps in flight, found as TCP finds its
+    window: additive increase while Autumn answers fast and without pushback,
+    multiplicative decrease at the first 429, 5xx or failed connection.
+
+    Starts at :data:`START_CONCURRENCY` and doubles each round trip (one more
+    slot per answer) until the first pushback or slow answer, then grows by
+    one slot per round trip; a pushback halves it, at most once per round
+    trip (the answers of one burst are one signal). "Fast" is within twice
+    the fastest answer seen. Never above ``ceiling`` (``--concurrency``).
+    Pacing to Autumn's limits is separate (:mod:`autumn_django.pacing`):
+    this only decides how much waits on the network at once.
+    """
+
+    def __init__(
+        self, ceiling: int, *, start: int = START_CONCURRENCY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(min(start, self.ceiling))
+        self.highest = int(self.limit)
+        self.decreases = 0
+        self._in_flight = 0
+        self._fastest = math.inf
+        self._growing_fast = True
+        self._calm_after = -math.inf
+        self._clock = clock
+        self._condition = threading.Condition()
+
+    def acquire(self) -> float:
+        """Wait for a slot; returns the time the request starts."""
+        with self._condition:
+            while self._in_flight >= int(self.limit):
+                self._condition.wait()
+            self._in_flight += 1
+        return self._clock()
+
+    def release(self, started: float, pushback: bool) -> None:
+        """A request ended: ``pushback`` if Autumn pushed back (429, 5xx, a
+        failed connection, retried or not)."""
+        now = self._clock()
+        seconds = now - started
+        with self._condition:
+            self._in_flight -= 1
+            if pushback:
+                if now >= self._calm_after:
+                    self.limit = max(1.0, self.limit / 2)
+                    self.decreases += 1
+                    self._growing_fast = False
+                    self._calm_after = now + max(
+                        seconds, self._fastest if math.isfinite(self._fastest) else 0
+                    )
+            else:
+                self._fastest = min(self._fastest, seconds)
+                if seconds <= 2 * self._fastest + 0.005:
+                    step = 1.0 if self._growing_fast else 1.0 / self.limit
+                    self.limit = min(float(self.ceiling), self.limit + step)
+                else:
+                    self._growing_fast = False  # answers slow down: stop doubling
+            self.highest = max(self.highest, int(self.limit))
+            self._condition.notify_all()
 
 
 def chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -121,7 +195,7 @@ class BulkSync:
         self,
         client: AutumnClient,
         *,
-        concurrency: int = 32,
+        concurrency: int = MAX_CONCURRENCY,
         batch_size: int = 500,
         dry_run: bool = False,
         report: Callable[[str], None] | None = None,
@@ -129,6 +203,8 @@ class BulkSync:
     ) -> None:
         self.client = client
         self.concurrency = concurrency
+        #: Requests in flight, adapted between 1 and ``concurrency``.
+        self.adaptive = AdaptiveConcurrency(concurrency)
         self.batch_size = batch_size
         self.dry_run = dry_run
         self.report = report or (lambda line: None)
@@ -189,6 +265,7 @@ class BulkSync:
         return self.finish()
 
     def finish(self) -> Summary:
+        self.summary.concurrency = self.adaptive.highest
         return self.summary.finish(self.client, self._calls_before)
 
     # --- one chunk ------------------------------------------------------------------
@@ -229,11 +306,21 @@ class BulkSync:
         self._load_json([decision.row for decision in work if decision.row is not None])
         self._mark_pushing([decision.row for decision in work if decision.step == Step.PUSH and decision.row])
         work.extend(self._create_rows(new))
-        outcomes = list(
-            self._pool.map(lambda decision: sync.execute(decision, self.client, force=force), work)
-        )
+        outcomes = list(self._pool.map(lambda decision: self._execute(decision, force), work))
         self._record(work, outcomes)
         self.advance(len(items), self.summary.failed)
+
+    def _execute(self, decision: Decision, force: bool) -> sync.Outcome:
+        """One decision's requests, within the adaptive concurrency."""
+        started = self.adaptive.acquire()
+        before = self.client.pushbacks
+        try:
+            outcome = sync.execute(decision, self.client, force=force)
+        except BaseException:
+            self.adaptive.release(started, pushback=True)
+            raise
+        self.adaptive.release(started, pushback=self.client.pushbacks != before)
+        return outcome
 
     @staticmethod
     def _mark_pushing(rows: list[Customer]) -> None:

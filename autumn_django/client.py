@@ -50,7 +50,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from html import unescape
 from typing import Any, Literal
@@ -65,7 +65,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
-from . import __version__, conf, contract
+from . import __version__, conf, contract, pacing
 from .contract import UNSET
 from .exceptions import (
     AutumnAPIError,
@@ -76,9 +76,11 @@ from .exceptions import (
     InvalidRequest,
     InvalidResponse,
     RateLimited,
+    ServerError,
     ServiceUnavailable,
     error_class_for_status,
 )
+from .pacing import LocalPacer, Pacer
 
 logger = logging.getLogger("autumn_django.client")
 
@@ -104,12 +106,14 @@ class _Operation:
     """One call's deadline on the ``time.monotonic()`` clock, and whether it
     cut the call short."""
 
-    __slots__ = ("deadline", "seconds", "expired")
+    __slots__ = ("deadline", "seconds", "expired", "route", "pacer", "pushed_back")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, route: str = "", pacer: Pacer | None = None) -> None:
         self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.expired = False
+        self.route, self.pacer = route, pacer
+        self.pushed_back = False  # a 429 or 5xx was retried: Autumn is pushing back
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -155,6 +159,11 @@ class _Retry(Retry):
             reason = error or urllib3.exceptions.ResponseError("the deadline leaves no time to retry")
             raise MaxRetryError(_pool, url, reason)
         new._wait = wait
+        if operation is not None and (error is not None or (response is not None and response.status >= 429)):
+            operation.pushed_back = True
+        if response is not None and response.status == 429 and operation is not None and operation.pacer:
+            # Every process sharing the budget waits as long as this one will.
+            operation.pacer.pause(operation.route, wait)
         if response is not None:
             # Thrown away rather than drained: an error body may drip for ever.
             response.close()
@@ -171,6 +180,10 @@ class _Retry(Retry):
         wait = self._wait if self._wait is not None else self._next_wait(response)
         if wait > 0:
             time.sleep(wait)
+        operation = _operation.get()
+        if operation is not None and operation.pacer is not None:
+            # A retry is a call too: it takes its slot in the budget.
+            operation.pacer.wait(operation.route, max_wait=max(operation.left(), 0.001))
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -263,36 +276,8 @@ class _Adapter(HTTPAdapter):
 # --- pacing and auth -------------------------------------------------------------
 
 
-class RateLimiter:
-    """Paces calls per route to at most ``limits[route]`` a second, spread
-    evenly, across all threads sharing it; a route not in ``limits`` is not
-    paced. Spreading (rather than bursting up to the limit) keeps every one
-    of Autumn's fixed one-second windows under the limit."""
-
-    def __init__(
-        self,
-        limits: Mapping[str, float],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.limits = {route: rate for route, rate in limits.items() if rate}
-        self._next: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._clock, self._sleep = clock, sleep
-
-    def wait(self, route: str) -> float:
-        """Wait for ``route``'s next slot; returns the slot's time on the clock."""
-        rate = self.limits.get(route)
-        if not rate:
-            return self._clock()
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next.get(route, now))
-            self._next[route] = slot + 1 / rate
-        if slot > now:
-            self._sleep(slot - now)
-        return slot
+#: The in-process pacer, under the name it had before shared pacing existed.
+RateLimiter = LocalPacer
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -344,6 +329,8 @@ class AutumnClient:
         pool_size: int = 10,
         backoff_factor: float = 0.5,
         rate_limits: Mapping[str, float] | None = None,
+        pacer: Pacer | None = None,
+        pacing_wait: float | None = None,
     ) -> None:
         problem = conf.secret_key_problem(secret_key)
         if problem:
@@ -364,8 +351,15 @@ class AutumnClient:
             raise ValueError(f"deadline must be a positive number of seconds, not {deadline!r}.")
         self.deadline = float(deadline)
         self.session = self._create_session(pool_size, backoff_factor)
-        self.rate_limiter = RateLimiter(rate_limits) if rate_limits else None
+        #: What paces this client's calls (and their retries): ``pacer``, or
+        #: a pacer of its own for ``rate_limits``; None: not paced.
+        self.rate_limiter: Pacer | None = pacer or (LocalPacer(rate_limits) if rate_limits else None)
+        #: The longest a call waits for its slot (None: as long as it takes).
+        self.pacing_wait = pacing_wait
         self.calls: Counter[str] = Counter()  # per route, for summaries
+        #: Calls that met a 429, a 5xx or a connection failure (retried or
+        #: not): what autumn_sync's adaptive concurrency backs off on.
+        self.pushbacks = 0
         self._calls_lock = threading.Lock()
 
     def _create_session(self, pool_size: int, backoff_factor: float) -> requests.Session:
@@ -568,16 +562,22 @@ class AutumnClient:
     # --- transport ------------------------------------------------------------
 
     def _call(self, route: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if self.rate_limiter is not None:
-            self.rate_limiter.wait(route)
+        pacer = self.rate_limiter
+        if pacer is not None:
+            pacer.wait(route, max_wait=self.pacing_wait)
         with self._calls_lock:
             self.calls[route] += 1
-        operation = _Operation(self.deadline)
+        operation = _Operation(self.deadline, route, pacer)
         token = _operation.set(operation)
         try:
             outcome = self._exchange(route, payload, operation)
         finally:
             _operation.reset(token)
+        if operation.pushed_back or isinstance(outcome, (RateLimited, ServerError, AutumnConnectionError)):
+            with self._calls_lock:
+                self.pushbacks += 1
+        if isinstance(outcome, RateLimited) and pacer is not None and outcome.status == 429:
+            pacer.pause(route, outcome.retry_after or 1.0)  # retries ran out: the others wait too
         if isinstance(outcome, AutumnError):
             # Raised here, outside any except block, so that it carries no
             # __context__: the exception it replaces may hold the key.
@@ -884,6 +884,9 @@ def client_from_settings(settings: conf.AutumnSettings, **overrides: Any) -> Aut
         "api_version": settings.api_version,
         "timeout": settings.timeout,
         "max_retries": settings.max_retries,
+        "pacer": pacing.pacer_for(settings),
+        # A call never waits for its slot longer than it may take in all.
+        "pacing_wait": min(settings.rate_limit_max_wait, overrides.get("deadline") or math.inf),
         **overrides,
     }
     return AutumnClient(settings.secret_key, **options)
@@ -917,4 +920,5 @@ def bulk_client(concurrency: int) -> AutumnClient:
     connection for each of ``concurrency`` threads, and paced to
     ``AUTUMN["RATE_LIMITS"]`` (Autumn's published limits less 10% unless set)."""
     settings = conf.load()
-    return client_from_settings(settings, pool_size=concurrency, rate_limits=settings.rate_limits)
+    # autumn_sync waits for its slots as long as it takes (pacing_wait None).
+    return client_from_settings(settings, pool_size=concurrency, pacing_wait=None)

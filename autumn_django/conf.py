@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import importlib.util
 import ipaddress
 import math
 import re
@@ -67,6 +68,14 @@ DEFAULTS: dict[str, Any] = {
     # limits less 10%; a dict overrides routes ("customers.update": 25, ...);
     # False: no pacing.
     "RATE_LIMITS": None,
+    # One budget for every process of the site: a Redis URL ("redis://...").
+    # None: each process paces itself alone.
+    "RATE_LIMIT_STORE": None,
+    # The budget's name (the Autumn organisation); None: a hash of the key.
+    "RATE_LIMIT_SCOPE": None,
+    # The longest a call made outside autumn_sync (a task, a page) waits for
+    # its slot before failing as retryable (the row is retried later).
+    "RATE_LIMIT_MAX_WAIT": 60.0,
     # --- admin ---
     "ADMIN_TIMEOUT": (2.0, 5.0),  # (connect, read) for the admin's requests: a page must not hang
     # --- webhooks from Autumn ---
@@ -106,6 +115,9 @@ class AutumnSettings:
     retry_max_delay: float = 6 * 3600.0
     #: Calls a second per route, or None for no pacing (``RATE_LIMITS = False``).
     rate_limits: dict[str, float] | None = field(default=None, compare=False)
+    rate_limit_store: str | None = field(default=None, repr=False)
+    rate_limit_scope: str | None = None
+    rate_limit_max_wait: float = 60.0
     admin_timeout: Timeout = (2.0, 5.0)
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -281,6 +293,9 @@ def _build() -> AutumnSettings:
         retry_delay=float(values["RETRY_DELAY"]),
         retry_max_delay=float(values["RETRY_MAX_DELAY"]),
         rate_limits=None if limits is False else rate_limits(values["API_VERSION"], limits),
+        rate_limit_store=values["RATE_LIMIT_STORE"],
+        rate_limit_scope=values["RATE_LIMIT_SCOPE"],
+        rate_limit_max_wait=float(values["RATE_LIMIT_MAX_WAIT"]),
         admin_timeout=normalize_timeout(values["ADMIN_TIMEOUT"]),
         webhook_secrets=tuple(values["WEBHOOK_SECRETS"]),
     )
@@ -658,6 +673,39 @@ def _check_rate_limits(value: Any, name: str) -> list[Problem]:
     return found
 
 
+def _check_rate_limit_store(value: Any, name: str) -> list[Problem]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        shown = show(redact_url(value) if isinstance(value, str) else value)
+        return [
+            Problem(
+                name,
+                f"must be None or a Redis URL, not {shown}.",
+                'e.g. "redis://127.0.0.1:6379/0" (the same for every process of the site).',
+            )
+        ]
+    if importlib.util.find_spec("redis") is None or importlib.util.find_spec("pyrate_limiter") is None:
+        return [
+            Problem(
+                name,
+                "is set, but the packages it needs are not installed.",
+                "pip install 'autumn-django[shared-pacing]' (redis and pyrate-limiter).",
+            )
+        ]
+    return []
+
+
+def _check_optional_name(value: Any, name: str) -> list[Problem]:
+    return [] if value is None else _check_name(value, name)
+
+
+def _check_max_wait(value: Any, name: str) -> list[Problem]:
+    if _positive(value, 3600):
+        return []
+    return [Problem(name, f"must be a number of seconds more than 0 and at most 3600, not {show(value)}.")]
+
+
 def _check_webhook_secrets(value: Any, name: str) -> list[Problem]:
     hint = "Copy each signing secret from Autumn's dashboard (Developer > Webhooks): whsec_ and base64."
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
@@ -698,6 +746,9 @@ _CHECKS: tuple[tuple[str, Callable[[Any, str], list[Problem]]], ...] = (
     ("TASK_BACKEND", _check_name),
     ("TASK_QUEUE", _check_name),
     ("RATE_LIMITS", _check_rate_limits),
+    ("RATE_LIMIT_STORE", _check_rate_limit_store),
+    ("RATE_LIMIT_SCOPE", _check_optional_name),
+    ("RATE_LIMIT_MAX_WAIT", _check_max_wait),
     ("RETRY_DELAY", _check_retry_delay),
     ("RETRY_MAX_DELAY", _check_retry_delay),
     ("WEBHOOK_SECRETS", _check_webhook_secrets),

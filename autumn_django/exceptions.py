@@ -143,6 +143,12 @@ class RateLimited(AutumnAPIError):
         super().__init__(*args, **kwargs)
 
 
+class NoCallSlot(RateLimited):
+    """Pacing found no slot for the call in the wait allowed (or would have
+    had to sleep inside a database transaction); nothing was sent. As
+    retryable as Autumn's own 429."""
+
+
 class ServerError(AutumnAPIError):
     """5xx: Autumn (or a proxy in front of it) failed; worth retrying later."""
 

@@ -244,6 +244,46 @@ def _moment(value: Any) -> datetime.datetime | None:
     return None
 
 
+def plan_columns(kind: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`CustomerPlan`'s columns for one of Autumn's subscriptions or
+    purchases (a function, so that a migration can use it too)."""
+    return {
+        "kind": kind,
+        "plan_id": _display(entry.get("plan_id"), 255) or "",
+        "status": _display(entry.get("status"), 32) or ("active" if kind == "purchase" else ""),
+        "past_due": entry.get("past_due") is True,
+        "quantity": _number(entry.get("quantity")),
+        **{name: _moment(entry.get(name)) for name in PLAN_TIMES},
+    }
+
+
+#: The times of a subscription or purchase, as Autumn names them.
+PLAN_TIMES = (
+    "started_at", "canceled_at", "expires_at", "trial_ends_at", "current_period_start", "current_period_end",
+)  # fmt: skip
+
+
+def feature_columns(kind: str, feature_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`CustomerFeature`'s columns for one of Autumn's balances or flags."""
+    return {
+        "kind": kind,
+        "feature_id": _display(feature_id, 255) or "",
+        "granted": _number(entry.get("granted")),
+        "remaining": _number(entry.get("remaining")),
+        "usage": _number(entry.get("usage")),
+        "unlimited": entry.get("unlimited") is True,
+        "next_reset_at": _moment(entry.get("next_reset_at")),
+        "plan_id": _display(entry.get("plan_id"), 255) or "",
+        "expires_at": _moment(entry.get("expires_at")),
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 class CustomerPlan(models.Model):
     """One of a customer's subscriptions or purchases, as Autumn last said:
     a copy of ``Customer.data`` in columns, so that plans can be queried
@@ -279,28 +319,7 @@ class CustomerPlan(models.Model):
 
     @classmethod
     def from_remote(cls, customer_pk: int, kind: str, entry: dict[str, Any]) -> CustomerPlan:
-        quantity = entry.get("quantity")
-        return cls(
-            customer_id=customer_pk,
-            kind=kind,
-            plan_id=_display(entry.get("plan_id"), 255) or "",
-            status=_display(entry.get("status"), 32) or ("active" if kind == cls.Kind.PURCHASE else ""),
-            past_due=entry.get("past_due") is True,
-            quantity=quantity
-            if isinstance(quantity, (int, float)) and not isinstance(quantity, bool)
-            else None,
-            **{
-                name: _moment(entry.get(name))
-                for name in (
-                    "started_at",
-                    "canceled_at",
-                    "expires_at",
-                    "trial_ends_at",
-                    "current_period_start",
-                    "current_period_end",
-                )
-            },  # fmt: skip
-        )
+        return cls(customer_id=customer_pk, **plan_columns(kind, entry))
 
 
 class CustomerFeature(models.Model):
@@ -337,24 +356,7 @@ class CustomerFeature(models.Model):
     def from_remote(
         cls, customer_pk: int, kind: str, feature_id: str, entry: dict[str, Any]
     ) -> CustomerFeature:
-        def number(name: str) -> float | None:
-            value = entry.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                return float(value)
-            return None
-
-        return cls(
-            customer_id=customer_pk,
-            kind=kind,
-            feature_id=_display(feature_id, 255) or "",
-            granted=number("granted"),
-            remaining=number("remaining"),
-            usage=number("usage"),
-            unlimited=entry.get("unlimited") is True,
-            next_reset_at=_moment(entry.get("next_reset_at")),
-            plan_id=_display(entry.get("plan_id"), 255) or "",
-            expires_at=_moment(entry.get("expires_at")),
-        )
+        return cls(customer_id=customer_pk, **feature_columns(kind, feature_id, entry))
 
 
 class RemoteCustomer(models.Model):

@@ -2,7 +2,9 @@
 beside manage.py) with django-environ. With nothing set, it runs on SQLite
 against the local Autumn emulator: no account needed."""
 
+import base64
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -81,12 +83,28 @@ EMULATOR_DATA_FILE = env.path("AUTUMN_EMULATOR_DATA", default=str(VAR_DIR / "emu
 # every run (delete the file for a new one).
 DEMO_ADMIN_PASSWORD_FILE = env.path("DEMO_ADMIN_PASSWORD_FILE", default=str(VAR_DIR / "demo-admin-password"))
 
+# The emulator's webhook signing secret, as fake as its key: `manage.py demo`
+# has the emulator sign its events with it, and the site accepts them at
+# /autumn/webhooks/. It is the default only while Autumn is a local address
+# (the emulator); for the real service set AUTUMN_WEBHOOK_SECRET to the
+# whsec_... secret Autumn's dashboard shows for the endpoint (two,
+# comma-separated, during a rotation).
+EMULATOR_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"emulator".ljust(24, b"0")).decode()
+AUTUMN_BASE_URL = env("AUTUMN_BASE_URL", default=EMULATOR_URL)
+AUTUMN_IS_LOCAL = urlsplit(AUTUMN_BASE_URL).hostname in ("127.0.0.1", "localhost")
+
 AUTUMN = {
     "SECRET_KEY": env("AUTUMN_SECRET_KEY", default=EMULATOR_SECRET_KEY),
-    "BASE_URL": env("AUTUMN_BASE_URL", default=EMULATOR_URL),
+    "BASE_URL": AUTUMN_BASE_URL,
     "API_VERSION": env("AUTUMN_API_VERSION", default="2.1"),
+    "WEBHOOK_SECRETS": env.list(
+        "AUTUMN_WEBHOOK_SECRET", default=[EMULATOR_WEBHOOK_SECRET] if AUTUMN_IS_LOCAL else []
+    ),
     # Users and teams are both Autumn customers (teams: example_project/billing.py).
     "CUSTOMER_SOURCES": ["autumn_django.sources.UserSource", "example_project.billing.TeamSource"],
+    # With several processes (a web server and workers), one Redis holds the
+    # rate budget they share; unset, each process paces itself.
+    "RATE_LIMIT_STORE": env("AUTUMN_RATE_LIMIT_STORE", default=None),
 }
 
 LOGGING = {

@@ -1,5 +1,6 @@
 """The example site: sign up, log in, edit a profile, create a team, see
-the Autumn customers the profile and the teams are mirrored to."""
+the Autumn customers the profile and the teams are mirrored to, with their
+plans and balances as the mirror last stored them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from autumn_django import sync
 from autumn_django.exceptions import AutumnError
-from autumn_django.models import Customer
+from autumn_django.models import Customer, CustomerFeature, CustomerPlan
 
 from .models import Membership, Team
 
@@ -100,22 +101,76 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def billing(request: HttpRequest) -> HttpResponse:
-    row = Customer.objects.of(request.user).first()
-    return render(request, "example/billing.html", {"row": row, "teams": team_sections(request.user)})
+    """The user's customer and each of their teams', with the plans and
+    balances the mirror holds: read from the database, never from Autumn
+    (a webhook, or the Refresh button, brings Autumn's changes)."""
+    row = with_billing(Customer.objects.of(request.user)).first()
+    return render(
+        request,
+        "example/billing.html",
+        {"row": row, **billing_of(row), "teams": team_sections(request.user)},
+    )
+
+
+def with_billing(rows: Any) -> Any:
+    """``rows`` with their plans (those not expired) and balances, in two
+    queries for any number of rows."""
+    return rows.prefetch_related(
+        Prefetch(
+            "plans",
+            queryset=CustomerPlan.objects.exclude(status="expired").order_by("-kind", "started_at", "pk"),
+            to_attr="shown_plans",
+        ),
+        Prefetch(
+            "features",
+            queryset=CustomerFeature.objects.filter(kind=CustomerFeature.Kind.BALANCE).order_by("feature_id"),
+            to_attr="shown_balances",
+        ),
+    )
+
+
+def billing_of(row: Customer | None) -> dict[str, Any]:
+    """What the page shows of a row's billing: ``plans``, subscriptions
+    first, then purchases, a plan bought several times shown once with its
+    count; and ``balances``."""
+    if row is None:
+        return {"plans": [], "balances": []}
+    plans: list[dict[str, Any]] = []
+    bought: dict[str, dict[str, Any]] = {}
+    for plan in row.shown_plans:  # type: ignore[attr-defined]
+        if plan.kind == CustomerPlan.Kind.PURCHASE:
+            if plan.plan_id in bought:
+                bought[plan.plan_id]["count"] += 1
+                continue
+            bought[plan.plan_id] = entry = {"plan": plan, "count": 1}
+        else:
+            entry = {"plan": plan, "count": 1}
+        plans.append(entry)
+    return {"plans": plans, "balances": row.shown_balances}  # type: ignore[attr-defined]
 
 
 def team_sections(user: Any) -> list[dict[str, Any]]:
     """The teams ``user`` is in, each with its mirror row (None before its
-    first sync), in three queries whatever their number."""
+    first sync), plans and balances, in five queries whatever their number."""
     teams = (
         Team.objects.filter(pk__in=Membership.objects.filter(user=user).values("team"))
         .select_related("owner")
         .annotate(member_count=Count("memberships"))
         .order_by("name", "pk")
     )
-    mirrored = Customer.objects.of_model(Team).filter(object_id__in=[str(team.pk) for team in teams])
+    mirrored = with_billing(
+        Customer.objects.of_model(Team).filter(object_id__in=[str(team.pk) for team in teams])
+    )
     rows = {row.object_id: row for row in mirrored}
-    return [{"team": team, "row": rows.get(str(team.pk)), "prefix": f"team-{team.pk}-"} for team in teams]
+    return [
+        {
+            "team": team,
+            "row": rows.get(str(team.pk)),
+            **billing_of(rows.get(str(team.pk))),
+            "prefix": f"team-{team.pk}-",
+        }
+        for team in teams
+    ]
 
 
 @login_required

@@ -12,11 +12,14 @@ import time
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from autumn_django import sync
+from autumn_django import billing, sync
 from autumn_django.admin import object_admin_url, user_admin_url
-from autumn_django.models import Customer
+from autumn_django.models import Customer, CustomerPlan
 from autumn_django.signals import disable_sync
 from tests.teams.billing import EVERY_SOURCE, TeamSource
 from tests.teams.models import Team
@@ -687,3 +690,188 @@ def test_the_pages_queries_stay_bounded_with_users_and_teams(
     for page in (mirror.content.decode(), remote.content.decode()):
         assert page.count('<span class="autumn-quiet autumn-model">team</span>') == 10
         assert page.count('<span class="autumn-quiet autumn-model">user</span>') == 11  # the admin too
+
+
+# --- plans, balances and flags in the mirror ---------------------------------------------
+
+
+def change_page(row):
+    return reverse("admin:autumn_django_customer_change", args=[row.pk])
+
+
+def usernames(response):
+    return sorted(row.source.username for row in response.context["cl"].result_list)
+
+
+@pytest.fixture
+def billed(autumn_emulator, make_user, commit):
+    """``billed("ada", "pro")``: a synced user's row whose customer has
+    these plans at Autumn, refreshed into the mirror (tables included)."""
+
+    def make(username, *plan_ids):
+        with commit():
+            user = make_user(username)
+        row = Customer.objects.of(user).get()
+        for plan_id in plan_ids:
+            autumn_emulator.add_plan(plan_id)
+            autumn_emulator.attach(row.customer_id, plan_id)
+        sync.refresh(row)
+        return Customer.objects.get(pk=row.pk)
+
+    return make
+
+
+def plans_cell(page, username):
+    return re.search(r'<td class="field-active_plans">.*?</td>', row_html(page, f">{username}</a>")).group()
+
+
+def test_the_mirror_list_shows_a_customers_active_plan(autumn_emulator, admin_client, billed):
+    billed("ada", "pro")
+    billed("bob")
+    page = admin_client.get(MIRROR).content.decode()
+    assert (
+        plans_cell(page, "ada") == '<td class="field-active_plans"><span class="autumn-plan">pro</span></td>'
+    )
+    assert plans_cell(page, "bob") == '<td class="field-active_plans">—</td>'
+
+
+def test_the_mirror_list_leaves_out_an_expired_plan(autumn_emulator, admin_client, billed):
+    row = billed("ada", "pro", "team")
+    autumn_emulator.expire(row.customer_id, "pro")
+    sync.refresh(row)
+    page = admin_client.get(MIRROR).content.decode()
+    assert (
+        plans_cell(page, "ada") == '<td class="field-active_plans"><span class="autumn-plan">team</span></td>'
+    )
+
+
+def test_the_plan_filter_lists_the_active_plan_ids_and_filters_by_one(autumn_emulator, admin_client, billed):
+    billed("ada", "pro")
+    billed("bob", "team", "pro")
+    gone = billed("cy", "legacy")
+    autumn_emulator.expire(gone.customer_id, "legacy")
+    sync.refresh(gone)
+    page = admin_client.get(MIRROR).content.decode()
+    assert re.findall(r'<a href="\?plan=([\w-]+)">', page) == ["pro", "team"]  # not the expired one
+    assert usernames(admin_client.get(MIRROR, {"plan": "pro"})) == ["ada", "bob"]
+    assert usernames(admin_client.get(MIRROR, {"plan": "team"})) == ["bob"]
+    assert usernames(admin_client.get(MIRROR, {"plan": "legacy"})) == []
+
+
+def test_the_plan_filter_lists_a_customer_holding_a_plan_twice_once(autumn_emulator, admin_client, billed):
+    row = billed("ada")
+    subscription = {"plan_id": "pro", "status": "active"}
+    Customer.objects.filter(pk=row.pk).update(
+        data={"subscriptions": [subscription], "purchases": [{"plan_id": "pro"}]}
+    )
+    billing.store([(row.pk, {"subscriptions": [subscription], "purchases": [{"plan_id": "pro"}]})])
+    found = admin_client.get(MIRROR, {"plan": "pro"})
+    assert usernames(found) == ["ada"]
+    assert usernames(admin_client.get(MIRROR, {"plan": "pro", "q": "ada"})) == ["ada"]  # with a search too
+
+
+def test_the_plan_filter_is_hidden_when_no_customer_has_a_plan(autumn_emulator, admin_client, billed):
+    billed("ada")
+    assert "?plan=" not in admin_client.get(MIRROR).content.decode()
+
+
+def test_the_mirror_page_shows_a_canceled_subscriptions_dates(autumn_emulator, admin_client, billed):
+    row = billed("ada", "pro")
+    autumn_emulator.cancel(row.customer_id, "pro")
+    sync.refresh(row)
+    plan = CustomerPlan.objects.get(customer=row)
+    page = admin_client.get(change_page(row)).content.decode()
+    table = page[
+        page.index('<table class="autumn-table autumn-plans">') : page.index(
+            "</table>", page.index("autumn-plans")
+        )
+    ]
+    cells = dict(re.findall(r'<td data-label="([^"]+)"(?: class="autumn-blank")?>(.*?)</td>', table))
+
+    def day(moment):
+        return f">{timezone.localtime(moment):%Y-%m-%d}</time>"
+
+    assert cells["Plan"] == 'pro<span class="autumn-quiet">subscription</span>'
+    assert cells["Status"] == '<span class="autumn-state autumn-plan-active">Active</span>'
+    assert (
+        day(plan.current_period_start) in cells["Current period"]
+        and day(plan.current_period_end) in cells["Current period"]
+    )
+    assert day(plan.canceled_at) in cells["Canceled"]
+    assert day(plan.expires_at) in cells["Expires"] and plan.expires_at == plan.current_period_end
+    assert cells["Trial ends"] == "—"
+
+
+def test_the_mirror_page_says_a_subscription_is_past_due(autumn_emulator, admin_client, billed):
+    row = billed("ada")
+    data = {**row.data, "subscriptions": [{"plan_id": "pro", "status": "active", "past_due": True}]}
+    Customer.objects.filter(pk=row.pk).update(data=data)
+    page = admin_client.get(change_page(row)).content.decode()
+    assert '<span class="autumn-state autumn-past-due">Past due</span>' in page
+
+
+def test_the_mirror_page_shows_a_plans_quantity_beside_its_kind(autumn_emulator, admin_client, billed):
+    row = billed("ada")
+    data = {
+        **row.data,
+        "purchases": [{"plan_id": "seats", "quantity": 3}, {"plan_id": "big", "quantity": 1e300}],
+    }
+    Customer.objects.filter(pk=row.pk).update(data=data)
+    page = admin_client.get(change_page(row)).content.decode()
+    assert 'seats<span class="autumn-quiet">purchase ×3</span>' in page
+    assert 'big<span class="autumn-quiet">purchase ×1e+300</span>' in page
+
+
+def test_the_mirror_page_shows_balances_and_flags(autumn_emulator, admin_client, billed):
+    row = billed("ada")
+    data = {
+        **row.data,
+        "balances": {
+            "messages": {"granted": 100, "remaining": 40, "usage": 60},
+            "seats": {"unlimited": True},
+        },
+        "flags": {"sso": {"plan_id": "pro"}},
+    }
+    Customer.objects.filter(pk=row.pk).update(data=data)
+    page = admin_client.get(change_page(row)).content.decode()
+    assert (
+        '<tr class="autumn-balance">'
+        '<td data-label="Feature">messages<span class="autumn-quiet">balance</span></td>'
+        '<td data-label="Granted">100</td><td data-label="Used">60</td><td data-label="Remaining">40</td>'
+    ) in page
+    assert '<td data-label="Remaining">unlimited</td>' in page
+    assert 'sso<span class="autumn-quiet">flag, from pro</span>' in page
+
+
+def test_the_mirror_page_of_a_customer_with_no_billing_says_so(autumn_emulator, admin_client, billed):
+    page = admin_client.get(change_page(billed("ada"))).content.decode()
+    assert "No subscriptions or purchases." in page and "No balances or flags." in page
+
+
+def test_the_mirror_lists_queries_stay_the_same_with_more_customers_on_plans(
+    autumn_emulator, admin_client, billed, django_assert_num_queries
+):
+    """The plans column reads each row's ``data``, which the list loads
+    anyway: one more customer on a plan costs no query; the filter's
+    choices are one query, the filtered list one query more than none."""
+    billed("ada", "pro")
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(MIRROR)
+    with CaptureQueriesContext(connection) as few_filtered:
+        admin_client.get(MIRROR, {"plan": "pro"})
+    for number in range(10):
+        billed(f"user{number}", "pro", "team")
+    with django_assert_num_queries(len(few)):
+        many = admin_client.get(MIRROR)
+    with django_assert_num_queries(len(few_filtered)):
+        admin_client.get(MIRROR, {"plan": "pro"})
+    assert many.content.decode().count('<span class="autumn-plan">team</span>') == 10
+
+
+def test_the_mirror_page_reads_billing_with_no_query(autumn_emulator, admin_client, billed):
+    row, other = billed("ada", "pro"), billed("bob")
+    with CaptureQueriesContext(connection) as without:
+        admin_client.get(change_page(other))
+    with CaptureQueriesContext(connection) as with_plans:
+        page = admin_client.get(change_page(row)).content.decode()
+    assert len(with_plans) == len(without) and "autumn-plan-active" in page

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.management import call_command
 from django.db import connection
+from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 
 from autumn_django import billing, sync
@@ -147,3 +149,44 @@ def test_autumn_sync_pull_stores_billing_state(autumn_emulator, row):
     autumn_emulator.attach(row.customer_id, "pro")
     call_command("autumn_sync", "--pull", stdout=io.StringIO())
     assert CustomerPlan.objects.filter(customer=row, plan_id="pro").exists()
+
+
+# --- in templates ---------------------------------------------------------------------------------
+
+
+def render(text, **context):
+    return Template("{% load autumn %}" + text).render(Context(context))
+
+
+def test_the_has_plan_filter_reads_a_users_plan(autumn_emulator, row):
+    autumn_emulator.attach(row.customer_id, "pro")
+    sync.refresh(row)
+    user = row.source
+    assert render('{% if user|has_plan:"pro" %}pro{% else %}free{% endif %}', user=user) == "pro"
+    assert render('{% if user|has_plan:"team" %}team{% else %}no{% endif %}', user=user) == "no"
+
+
+def test_an_anonymous_user_has_no_plan_and_costs_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        assert (
+            render('{% if user|has_plan:"pro" %}pro{% else %}free{% endif %}', user=AnonymousUser()) == "free"
+        )
+    assert queries.captured_queries == []
+
+
+def test_an_objects_row_is_read_once_per_render(autumn_emulator, row):
+    user = row.source
+    with CaptureQueriesContext(connection) as queries:
+        render('{{ user|has_plan:"a" }}{{ user|has_plan:"b" }}{{ user|has_feature:"c" }}', user=user)
+    assert len(queries.captured_queries) == 1
+
+
+def test_the_balance_and_customer_tags(row):
+    billing.store([(row.pk, {})])
+    Customer.objects.filter(pk=row.pk).update(data={"balances": {"messages": {"remaining": 7}}})
+    user = Customer.objects.get(pk=row.pk).source
+    text = (
+        '{% autumn_balance user "messages" as left %}{{ left.remaining }} '
+        "{% autumn_customer user as c %}{{ c.state }}"
+    )
+    assert render(text, user=user) == "7 synced"

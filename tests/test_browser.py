@@ -10,13 +10,17 @@ AUTUMN_SCREENSHOTS=docs/images to keep the screenshots for the docs
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from autumn_django import billing, sync
+from autumn_django.emulator import Plan
 from autumn_django.models import Customer
 
 CHROMIUM = os.environ.get("AUTUMN_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -239,17 +243,62 @@ def two_buttons_one_height_the_destructive_one_red(page, width):
     assert red > 150 and green < 80 and blue < 80, colour
 
 
+def bill(emulator, user, *plan_ids):
+    """Attach ``plan_ids`` to the user's customer at Autumn and refresh its
+    mirror row, as a webhook's refresh would; the row."""
+    row = Customer.objects.of(user).get()
+    for plan_id in plan_ids:
+        emulator.attach(row.customer_id, plan_id)
+    sync.refresh(row)
+    return Customer.objects.get(pk=row.pk)
+
+
+def synced_a_while_ago():
+    """Spread the rows' last syncs over the past day, as a list shows them
+    ("3 minutes ago", "5 hours ago"), rather than all "just now"."""
+    now = timezone.now()
+    for step, pk in enumerate(
+        Customer.objects.filter(synced_at__isnull=False).order_by("pk").values_list("pk", flat=True)
+    ):
+        Customer.objects.filter(pk=pk).update(synced_at=now - datetime.timedelta(minutes=3 + 97 * step))
+
+
 def test_mirror_list_and_page_read_well_on_a_laptop_and_a_phone(
     signed_in, live_server, autumn_emulator, make_user, tmp_path
 ):
     """The mirror's list beside both admin sidebars at 1280 px: every
     column on screen, the state badge whole, a name on one line; on a phone
-    each row a card. The row's page is read-only: no field, no Save."""
+    each row a card, its plans in it. The row's page is read-only (no
+    field, no Save) and shows the plans, balances and flags in tables."""
     page = signed_in
-    for number in range(6):
-        make_user(f"sample{number:04d}", first_name="Barbara", last_name="Berners-Lee")
+    autumn_emulator.add_plan("pro")
+    autumn_emulator.add_plan("team")
+    autumn_emulator.add_plan(Plan("credits", one_off=True))
+    holdings = (["pro"], ["team"], ["pro", "credits"], [], ["pro"], ["team", "credits"])
+    users = []
+    for number, plan_ids in enumerate(holdings):
+        users.append(make_user(f"sample{number:04d}", first_name="Barbara", last_name="Berners-Lee"))
+        bill(autumn_emulator, users[-1], *plan_ids)
     autumn_emulator.fail_next(4, status=503)  # the first try and MAX_RETRIES (3) retries
-    failed = make_user("grace", first_name="Grace", last_name="Hopper")
+    make_user("grace", first_name="Grace", last_name="Hopper")
+    # A canceled subscription (active to the period's end), with balances
+    # and a flag: the emulator keeps none, so they are written in as
+    # Autumn's answer would carry them.
+    autumn_emulator.cancel(Customer.objects.of(users[2]).get().customer_id, "pro")
+    billed = bill(autumn_emulator, users[2])
+    reset = int(billed.data["subscriptions"][0]["current_period_end"])
+    data = {
+        **billed.data,
+        "balances": {
+            "messages": {"feature_id": "messages", "granted": 1000, "usage": 420, "remaining": 580,
+                         "next_reset_at": reset},
+            "seats": {"feature_id": "seats", "unlimited": True, "usage": 3, "remaining": None},
+        },
+        "flags": {"sso": {"id": "flag_1", "feature_id": "sso", "plan_id": "pro", "expires_at": None}},
+    }  # fmt: skip
+    Customer.objects.filter(pk=billed.pk).update(data=data)
+    billing.store([(billed.pk, data)])
+    synced_a_while_ago()
     page.goto(f"{live_server.url}/admin/autumn_django/customer/")
 
     def columns_on_screen(page, width):
@@ -258,30 +307,57 @@ def test_mirror_list_and_page_read_well_on_a_laptop_and_a_phone(
             if header.is_visible():
                 edge = header.bounding_box()
                 assert edge["x"] + edge["width"] <= results["x"] + results["width"] + 1
-        for badge in page.locator(".autumn-state").all():
+        for badge in page.locator(".autumn-state, .autumn-plan").all():
             assert badge.evaluate("e => e.scrollWidth <= e.clientWidth && e.getClientRects().length == 1")
         name = page.locator(".autumn-name", has_text="Barbara Berners-Lee").first
         line = float(name.evaluate("e => getComputedStyle(e).lineHeight").removesuffix("px"))
         assert name.bounding_box()["height"] < 1.5 * line  # one line
+        plans = page.locator(
+            ".field-active_plans", has=page.locator(".autumn-plan", has_text="credits")
+        ).first
+        assert plans.is_visible() and plans.inner_text().split() == ["pro", "credits"]
         if width == 1280:
             headers = page.locator("#result_list thead th").all_inner_texts()
             assert [h.strip().lower() for h in headers[1:]] == [
                 "id",
                 "customer",
                 "object",
+                "plans",
                 "state",
                 "last synced",
             ]
+        else:  # a card: the plans on a line of their own under the object, a blank left out
+            for row in page.locator("#result_list tbody tr:has(.autumn-plan)").all():
+                plans_box, object_box = box(row, ".field-active_plans"), box(row, ".field-object_link")
+                assert plans_box["y"] >= object_box["y"] + object_box["height"]
+            blank = page.locator("#result_list tbody tr", has_text="sample0003").locator(
+                ".field-active_plans"
+            )
+            assert not blank.is_visible()
 
     assert "Failed" in page.inner_text("#result_list") and "503" in page.inner_text("#result_list")
     shoot(page, tmp_path, "mirror-list", check=columns_on_screen)
-    page.goto(
-        f"{live_server.url}/admin/autumn_django/customer/{Customer.objects.of(failed).get().pk}/change/"
-    )
+    navigate(page, page.click, "#changelist-filter a[href='?plan=credits']")
+    assert sorted(page.locator(".field-object_link a").all_inner_texts()) == ["sample0002", "sample0005"]
+    page.goto(f"{live_server.url}/admin/autumn_django/customer/{billed.pk}/change/")
     assert page.locator("input[name=_save], input[name=_continue], #id_user").count() == 0
     assert page.locator("form#customer_form input:not([type=hidden])").count() == 0
     assert "View Autumn customer mirror" in page.inner_text("#content")
-    shoot(page, tmp_path, "mirror-page")
+
+    def tables_read_well(page, width):
+        plans = page.locator("table.autumn-plans tbody tr")
+        assert plans.count() == 2 and "credits" in plans.nth(1).inner_text()
+        canceled = plans.nth(0).locator("td[data-label=Canceled]")
+        assert canceled.is_visible() and canceled.inner_text().strip()[:2] == "20"
+        if width == 1280:  # a table across the fieldset, no label beside it
+            assert (
+                box(page, "table.autumn-plans")["width"] > 0.9 * box(page, "fieldset.autumn-billing")["width"]
+            )
+        else:  # a card per plan: each value under its heading's words, a blank left out
+            assert canceled.evaluate("e => getComputedStyle(e, '::before').content") == '"Canceled"'
+            assert not plans.nth(0).locator("td[data-label='Trial ends']").is_visible()
+
+    shoot(page, tmp_path, "mirror-page", check=tables_read_well)
 
 
 #: The icon a browser fetches for a page: the one it links, else /favicon.ico

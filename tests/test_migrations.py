@@ -62,3 +62,24 @@ def test_the_migration_can_be_reversed(old_schema, django_user_model):
     migrate(AFTER)
     apps = migrate(BEFORE)
     assert apps.get_model("autumn_django", "Customer").objects.get(customer_id="ada").user_id == ada.pk
+
+
+def test_the_billing_tables_are_filled_from_what_the_mirror_holds(transactional_db, django_user_model):
+    from autumn_django.models import CustomerPlan
+
+    apps = migrate([("autumn_django", "0006_billing_state")])
+    try:
+        OldCustomer = apps.get_model("autumn_django", "Customer")
+        data = {
+            "subscriptions": [{"plan_id": "pro", "status": "active"}],
+            "balances": {"seats": {"granted": 5}},
+        }
+        row = OldCustomer.objects.create(env="sandbox", customer_id="c1", state="synced", data=data)
+        OldCustomer.objects.create(env="sandbox", customer_id="c2", state="pending", data=None)
+        migrate([("autumn_django", "0007_billing_backfill")])
+        assert list(CustomerPlan.objects.values_list("customer_id", "plan_id")) == [(row.pk, "pro")]
+        assert list(Customer.objects.filter(features__feature_id="seats").values_list("pk", flat=True)) == [
+            row.pk
+        ]
+    finally:
+        migrate(executor_leaf())

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def demo_env(tmp_path):
         "DJANGO_SETTINGS_MODULE": "example_project.settings",
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("AUTUMN_SECRET_KEY", "MAKELEVEL", "MAKEFLAGS"):
+    for name in ("AUTUMN_SECRET_KEY", "AUTUMN_WEBHOOK_SECRET", "MAKELEVEL", "MAKEFLAGS"):
         env.pop(name, None)
     return env
 
@@ -147,6 +148,7 @@ def test_without_serving_it_says_nothing_is_served_and_prints_a_command_that_ser
     out = result.stdout
     assert "Ready" not in out and "while this command runs" not in out and "until Ctrl-C stops" not in out
     assert "Done. Nothing is served, and the emulator has stopped." in out
+    assert "Plans come by webhook: once the site\n  is up, the emulator attaches pro to admin" in out
     command = printed(out, "To look around, run:")
     assert command.startswith(
         f"{Path(sys.executable).relative_to(ROOT)} manage.py demo"
@@ -196,6 +198,60 @@ def test_while_serving_the_printed_check_command_works_in_another_terminal(demo_
     finally:
         served.stop()
     assert served.process.returncode is not None
+
+
+def log_in(site, password):
+    """A browser's session on the demo's site, logged in as the admin."""
+    browser = requests.Session()
+    browser.trust_env = False
+    form = browser.get(f"{site}/login/", timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    landed = browser.post(
+        f"{site}/login/",
+        data={"username": "admin", "password": password, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{site}/login/"},
+        timeout=10,
+    )
+    assert landed.url == f"{site}/billing/", landed.url  # LOGIN_REDIRECT_URL
+    return browser
+
+
+@pytest.mark.http
+def test_served_the_emulator_attaches_pro_to_the_admin_and_its_webhook_reaches_the_billing_page(demo_env):
+    """Once the site is up, the demo attaches pro to the admin at the
+    emulator, which signs billing.updated with the site's default secret and
+    delivers it to /autumn/webhooks/; the printed command to attach a plan
+    by hand does the same, run as printed in another terminal."""
+    assert manage(demo_env, "migrate", "--no-input").returncode == 0
+    port = free_port()
+    site = f"http://127.0.0.1:{port}"
+    demo = ["demo", "--users", "5", "--teams", "1", "--addrport", f"127.0.0.1:{port}"]
+    served = Serving([sys.executable, "manage.py", *demo], demo_env)
+    try:
+        out = served.wait_for("\n  See it: ")
+        assert f"its webhooks go to\n          {site}/autumn/webhooks/, signed with" in out
+        assert f"the Billing page of admin ({site}/billing/)" in out
+        arrived = (
+            r"^Attached pro to admin at the emulator: its webhook reached the site and the mirror shows pro "
+        )
+        assert re.search(arrived + r"\d+ ms later\.$", out, re.MULTILINE), out
+        assert out.index("Quit the server with") < out.index("Attached pro to admin")  # once the site was up
+        password = re.search(r"^User admin, password (\S+)$", out, re.MULTILINE).group(1)
+        browser = log_in(site, password)
+        page = browser.get(f"{site}/billing/", timeout=10).text
+        assert 'data-plan="pro"' in page and 'data-plan="credits"' not in page
+        command = printed(out, "To attach a plan yourself, in another terminal:")
+        assert command.endswith("manage.py attach_plan admin credits") and not command.startswith("python ")
+        attach = subprocess.run(command, shell=True, cwd=ROOT, env=demo_env, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert attach.returncode == 0, attach.stdout + attach.stderr
+        assert attach.stdout.startswith("Attached credits to admin (Autumn customer ")
+        assert "Autumn's webhook brought it to the mirror in " in attach.stdout
+        page = browser.get(f"{site}/billing/", timeout=10).text
+        assert 'data-plan="pro"' in page and 'data-plan="credits"' in page
+    finally:
+        served.stop()
+    assert "am_sk_" not in served.out and "whsec_" not in served.out
 
 
 @pytest.mark.http

@@ -1,12 +1,15 @@
 """From Autumn's side to the site's mirror: the emulator (over HTTP) attaches
 a plan, signs the billing.updated event as Svix does and delivers it to the
-example site served by a live server; the mirror then shows the plan."""
+example site served by a live server; the mirror then shows the plan, and
+so does the Billing page, fetched through the live server."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+import requests
+from django.utils import timezone
 
 from autumn_django.models import Customer, WebhookEvent
 from autumn_django.testing import make_webhook_secret
@@ -29,6 +32,24 @@ def site(live_server, autumn_emulator_server, autumn_settings, make_user):
     return emulator, row
 
 
+@pytest.fixture
+def billing_page(live_server, client, site):
+    """The user's Billing page, as their browser gets it from the live server."""
+    _, row = site
+    client.force_login(row.source)
+    browser = requests.Session()
+    browser.trust_env = False
+    browser.cookies.set("sessionid", client.cookies["sessionid"].value)
+
+    def get():
+        response = browser.get(f"{live_server.url}/billing/", timeout=10, allow_redirects=False)
+        assert response.status_code == 200, response.status_code
+        return response.text
+
+    yield get
+    browser.close()
+
+
 def wait_until(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,13 +64,35 @@ def plans_of(row):
     return [sub["plan_id"] for sub in (row.data or {}).get("subscriptions", [])]
 
 
-def test_a_plan_attached_at_autumn_shows_in_the_mirror(site):
+def test_a_plan_attached_at_autumn_shows_in_the_mirror_and_on_the_billing_page(site, billing_page):
     emulator, row = site
-    assert plans_of(row) == []
+    assert plans_of(row) == [] and not row.has_plan("pro")
+    loading = time.monotonic()
+    assert 'data-plan="pro"' not in billing_page()
+    load = time.monotonic() - loading  # one page load, to read the time below by
+    seen = {}
+
+    def arrived():
+        # The mirror (the database), then the page (the live server), each
+        # timed from the send when first seen with the plan.
+        if "mirror" not in seen and plans_of(row) == ["pro"]:
+            seen["mirror"] = time.monotonic()
+        if "page" not in seen and 'data-plan="pro"' in billing_page():
+            seen["page"] = time.monotonic()
+        return len(seen) == 2
+
     sent = time.monotonic()
     emulator.attach(row.customer_id, "pro")
-    assert wait_until(lambda: plans_of(row) == ["pro"]), emulator.deliveries
-    print(f"send -> mirror shows the plan: {(time.monotonic() - sent) * 1000:.0f} ms")
+    assert wait_until(arrived), (seen, emulator.deliveries)
+    print(f"send -> mirror shows the plan: {(seen['mirror'] - sent) * 1000:.0f} ms")
+    print(f"send -> billing page shows the plan: {(seen['page'] - sent) * 1000:.0f} ms "
+          f"(one load of the page alone: {load * 1000:.0f} ms)")  # fmt: skip
+    row.refresh_from_db()
+    assert row.has_plan("pro") and row.active_plan_ids == ["pro"]
+    assert list(row.plans.values_list("plan_id", "status")) == [("pro", "active")]
+    page = billing_page()
+    renews = timezone.localtime(row.plans.get().current_period_end)  # the period Autumn gave
+    assert f"renews on {renews:%-d %b %Y}" in page
     emulator.wait_for_deliveries(2)  # billing.updated, then the legacy customer.products.updated
     assert wait_until(lambda: not WebhookEvent.objects.exclude(state="processed").exists())
     types = sorted(WebhookEvent.objects.values_list("type", "state"))

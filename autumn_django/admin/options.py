@@ -27,14 +27,15 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
 
 from .. import sources
-from ..models import Customer, RemoteCustomer
+from ..models import Customer, CustomerFeature, CustomerPlan, RemoteCustomer
 from . import actions, views
-from .helpers import model_label, object_html, row_model, with_objects
+from .helpers import billing_rows, model_label, object_html, row_model, with_objects
 
 #: What a blank value shows, on every page of the app (Django's own is "-").
 EMPTY = "—"
@@ -46,6 +47,12 @@ ERROR_CHARS = 90
 #: ``CustomerAdmin.get_search_results``), so a term that matches more users
 #: finds the rows of the first ones (by key).
 SEARCH_USERS = 500
+#: The most plan ids the "plan" filter offers (the first, by id): a site has
+#: a handful; the bound keeps a page from listing thousands should Autumn
+#: ever hold that many. A link to one past it still filters.
+PLAN_CHOICES = 100
+#: The status of a subscription (or a held purchase) the customer has now.
+ACTIVE = "active"
 
 
 # --- the mirror -----------------------------------------------------------------
@@ -77,6 +84,36 @@ class ModelFilter(admin.SimpleListFilter):
         return queryset.filter(content_type=ContentType.objects.get_for_model(source.model_class))
 
 
+class PlanFilter(admin.SimpleListFilter):
+    """The rows of the customers who have a plan now: one choice per plan id
+    that some customer has active. Read from the plan table
+    (:class:`~autumn_django.models.CustomerPlan`), which is there to be
+    queried: one query for the choices, a subquery for the rows."""
+
+    title = "plan"
+    parameter_name = "plan"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        plan_ids = (
+            CustomerPlan.objects.filter(status=ACTIVE)
+            .order_by("plan_id")
+            .values_list("plan_id", flat=True)
+            .distinct()[:PLAN_CHOICES]
+        )
+        return [(plan_id, plan_id) for plan_id in plan_ids]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        """The rows with an active ``plans__plan_id``, each once: a
+        subquery rather than a join, so a customer holding the plan twice (a
+        subscription and a purchase) is one row with no DISTINCT over the
+        rows' JSON, and the search can still add its users' rows (``|``)."""
+        plan_id = self.value()
+        if not plan_id:
+            return queryset
+        holders = CustomerPlan.objects.filter(plan_id=plan_id, status=ACTIVE).values("customer_id")
+        return queryset.filter(pk__in=holders)
+
+
 class MirrorChangeList(ChangeList):
     """The admin's list, with the page's objects read in one query per
     model: the generic link cannot be ``select_related``, and the "object"
@@ -94,14 +131,14 @@ class CustomerAdmin(admin.ModelAdmin):
     """The mirror rows, one per object billed (a user, a team: any customer
     source's): read-only, with actions that sync them.
 
-    The list is five columns that fit beside the admin's sidebars at 1280 px
+    The list is six columns that fit beside the admin's sidebars at 1280 px
     (the row's error sits under its state, the environment under its id,
     the object's model under it); on a phone each row is a card
     (``static/autumn_django/admin.css``)."""
 
-    list_display = ("customer", "names", "object_link", "state_badge", "synced")
+    list_display = ("customer", "names", "object_link", "active_plans", "state_badge", "synced")
     list_display_links = ("customer",)
-    list_filter = ("state", "env", ModelFilter)
+    list_filter = ("state", "env", ModelFilter, PlanFilter)
     show_full_result_count = False
     empty_value_display = EMPTY
     ordering = ("-updated",)
@@ -111,7 +148,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "source_model", "source_object", "env", "customer_id", "name", "email", "fingerprint",
         "stripe_id", "metadata", "remote_created_at", "state", "last_error", "attempts",
         "next_attempt_at", "synced_at", "payload_hash", "version", "created", "updated", "data_pretty",
-        "in_autumn",
+        "in_autumn", "plans_table", "features_table",
     )  # fmt: skip
     fieldsets = (
         (
@@ -132,6 +169,9 @@ class CustomerAdmin(admin.ModelAdmin):
             "At Autumn",
             {"fields": ("name", "email", "fingerprint", "stripe_id", "metadata", "remote_created_at")},
         ),
+        # Each a table across the fieldset, its label hidden (the heading names it).
+        ("Subscriptions and purchases", {"fields": ("plans_table",), "classes": ("autumn-billing",)}),
+        ("Balances and flags", {"fields": ("features_table",), "classes": ("autumn-billing",)}),
         (
             "Sync",
             {
@@ -250,6 +290,17 @@ class CustomerAdmin(admin.ModelAdmin):
         in the admin, its model under it; blank once the object is gone."""
         return object_html(row.source, model_label(row_model(row)))
 
+    @admin.display(description="plans")
+    def active_plans(self, row: Customer) -> str | None:
+        """The plans the customer has now, from Autumn's last answer, which
+        the list reads anyway (``data``): no query for the column."""
+        plan_ids = row.active_plan_ids
+        if not plan_ids:
+            return None
+        return format_html_join(
+            " ", '<span class="autumn-plan">{}</span>', ((plan_id,) for plan_id in plan_ids)
+        )
+
     @admin.display(description="model")
     def source_model(self, row: Customer) -> str | None:
         return model_label(row_model(row))
@@ -304,9 +355,161 @@ class CustomerAdmin(admin.ModelAdmin):
             return None
         return format_html('<a href="{}">What Autumn holds now: plans, balances, link or delete</a>', url)
 
+    @admin.display(description="subscriptions and purchases")
+    def plans_table(self, row: Customer) -> str:
+        """The customer's subscriptions and purchases as Autumn last said,
+        the active ones first, subscriptions before purchases: what was
+        canceled and when it ends, a trial's end, a payment past due. Read
+        from ``data``, as the JSON below it."""
+        plans, _ = billing_rows(row)
+        plans.sort(
+            key=lambda plan: (
+                plan.status != ACTIVE,
+                plan.kind != CustomerPlan.Kind.SUBSCRIPTION,
+                plan.plan_id,
+            )
+        )
+        body = format_html_join("", "{}", ((_plan_row(plan),) for plan in plans))
+        return _table(
+            "autumn-plans",
+            ("Plan", "Status", "Current period", "Trial ends", "Canceled", "Expires"),
+            body,
+            "No subscriptions or purchases.",
+        )
+
+    @admin.display(description="balances and flags")
+    def features_table(self, row: Customer) -> str:
+        """The customer's balances (granted, used, left, next reset) and
+        flags, as Autumn last said."""
+        _, features = billing_rows(row)
+        features.sort(key=lambda feature: (feature.kind, feature.feature_id))
+        body = format_html_join("", "{}", ((_feature_row(feature),) for feature in features))
+        return _table(
+            "autumn-features",
+            ("Feature", "Granted", "Used", "Remaining", "Next reset", "Expires"),
+            body,
+            "No balances or flags.",
+        )
+
     @admin.display(description="Autumn's last answer")
     def data_pretty(self, row: Customer) -> str:
         return format_html("<pre>{}</pre>", json.dumps(row.data, indent=2, sort_keys=True))
+
+
+def _table(css_class: str, headings: tuple[str, ...], body: str, none: str) -> str:
+    """A read-only table of the change page; on a phone each row a card, its
+    cells labelled by ``data-label`` (``admin.css``)."""
+    if not body:
+        body = format_html('<tr><td colspan="{}">{}</td></tr>', len(headings), none)
+    return format_html(
+        '<table class="autumn-table {}"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        css_class,
+        format_html_join("", '<th scope="col">{}</th>', ((heading,) for heading in headings)),
+        body,
+    )
+
+
+def _cells(cells: list[tuple[str, Any]]) -> str:
+    """``(label, content)`` as cells; a blank one is the blank mark, left
+    out of a phone's card (``autumn-blank``)."""
+    return format_html_join(
+        "",
+        '<td data-label="{}"{}>{}</td>',
+        (
+            (
+                label,
+                mark_safe(' class="autumn-blank"') if content is None else "",
+                EMPTY if content is None else content,
+            )
+            for label, content in cells
+        ),
+    )
+
+
+def _plan_row(plan: CustomerPlan) -> str:
+    kind = plan.get_kind_display().lower()
+    if plan.quantity is not None and plan.quantity != 1:
+        kind = f"{kind} ×{_number(plan.quantity)}"
+    status = format_html(
+        '<span class="autumn-state autumn-plan-{}">{}</span>',
+        plan.status or "none",
+        plan.status.capitalize() or EMPTY,
+    )
+    if plan.past_due:
+        status = format_html(
+            '<span>{} <span class="autumn-state autumn-past-due">Past due</span></span>', status
+        )
+    period = None
+    if plan.current_period_start or plan.current_period_end:
+        # One element: a phone's card sets it apart from its label as a whole.
+        period = format_html(
+            "<span>{} – {}</span>", _day(plan.current_period_start), _day(plan.current_period_end)
+        )
+    return format_html(
+        '<tr class="autumn-{}">{}</tr>',
+        plan.kind,
+        _cells(
+            [
+                ("Plan", format_html('{}<span class="autumn-quiet">{}</span>', plan.plan_id, kind)),
+                ("Status", status),
+                ("Current period", period),
+                ("Trial ends", _day_or_none(plan.trial_ends_at)),
+                ("Canceled", _day_or_none(plan.canceled_at)),
+                ("Expires", _day_or_none(plan.expires_at)),
+            ]
+        ),
+    )
+
+
+def _feature_row(feature: CustomerFeature) -> str:
+    if feature.kind == CustomerFeature.Kind.FLAG:
+        kind = f"flag, from {feature.plan_id}" if feature.plan_id else "flag"
+        remaining = None
+    else:
+        kind = "balance"
+        remaining = "unlimited" if feature.unlimited else _number_or_none(feature.remaining)
+    return format_html(
+        '<tr class="autumn-{}">{}</tr>',
+        feature.kind,
+        _cells(
+            [
+                ("Feature", format_html('{}<span class="autumn-quiet">{}</span>', feature.feature_id, kind)),
+                ("Granted", _number_or_none(feature.granted)),
+                ("Used", _number_or_none(feature.usage)),
+                ("Remaining", remaining),
+                ("Next reset", _day_or_none(feature.next_reset_at)),
+                ("Expires", _day_or_none(feature.expires_at)),
+            ]
+        ),
+    )
+
+
+def _number(value: float) -> str:
+    """100.0 as "100", 2.5 as "2.5": Autumn's counts are stored as floats
+    (a quantity may be an int); a huge one in exponent form, not 300 digits."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _number_or_none(value: float | None) -> str | None:
+    return None if value is None else _number(value)
+
+
+def _day(moment: datetime.datetime | None) -> str:
+    """A moment as its local day, the exact time in its tooltip: a table of
+    dates stays narrow enough for the change page beside the sidebar."""
+    if moment is None:
+        return EMPTY
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        moment.isoformat(),
+        _exact(moment),
+        f"{timezone.localtime(moment):%Y-%m-%d}",
+    )
+
+
+def _day_or_none(moment: datetime.datetime | None) -> str | None:
+    return None if moment is None else _day(moment)
 
 
 def _exact(moment: datetime.datetime) -> str:

@@ -123,7 +123,14 @@ class Command(BaseCommand):
             help="split the work into tasks for the Tasks API workers and return",
         )
         parser.add_argument(
-            "--concurrency", type=int, default=32, metavar="N", help="requests at once (default 32)"
+            "--concurrency",
+            type=int,
+            default=bulk.MAX_CONCURRENCY,
+            metavar="N",
+            help=(
+                f"the most requests at once (default {bulk.MAX_CONCURRENCY}); the run adapts below it, "
+                "growing while Autumn answers fast and halving at a 429 or 5xx"
+            ),
         )
         parser.add_argument(
             "--batch-size",

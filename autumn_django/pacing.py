@@ -1,0 +1,302 @@
+"""Pacing calls to Autumn: one budget per route, kept under Autumn's limits.
+
+Autumn counts calls per organisation in fixed one-second windows per route
+(25 a second for ``customers.update``, about 4,000 for ``get_or_create``...).
+A site that runs several processes (web processes, task workers,
+``autumn_sync`` runs) must share one budget, or each paces itself to the
+whole limit and together they meet 429s.
+
+* :class:`LocalPacer` paces the threads of one process: calls are spread
+  evenly (``1 / rate`` apart), so every one-second window, however it falls,
+  holds at most the rate (plus one).
+* :class:`SharedPacer` paces every process that reaches one Redis
+  (``AUTUMN["RATE_LIMIT_STORE"]``), with the Generic Cell Rate Algorithm of
+  `pyrate-limiter <https://pyratelimiter.readthedocs.io>`_ kept in Redis: the
+  same even spacing, across processes and machines. A 429 seen by any
+  process pauses that route for all of them until its ``Retry-After`` has
+  passed. When Redis cannot be reached, each process falls back to its own
+  :class:`LocalPacer` and says so in the log (once a minute); a save never
+  fails for it.
+
+Waiting for a slot is done only outside a database transaction: inside one
+(a call made in ``ATOMIC_REQUESTS``, say), a call that would have to wait
+raises :class:`~autumn_django.exceptions.RateLimited` at once instead, which
+the sync engine records as a retryable failure.
+
+Contract note: Autumn's published limits are per organisation; the budget
+is scoped by a hash of the secret key unless ``RATE_LIMIT_SCOPE`` names the
+organisation (to share one budget between keys of one organisation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from django.db import connections
+
+from . import conf
+from .exceptions import NoCallSlot
+
+try:  # the "shared-pacing" extra: pip install 'autumn-django[shared-pacing]'
+    import redis
+    from pyrate_limiter import GCRA, Limiter, Rate, RedisStateStore, StateBucket
+except ImportError:  # pragma: no cover - checked by autumn_django.E001 when the store is set
+    redis = None  # type: ignore[assignment]
+
+logger = logging.getLogger("autumn_django.pacing")
+
+__all__ = ["LocalPacer", "Pacer", "SharedPacer", "in_transaction"]
+
+
+class Pacer(Protocol):
+    def wait(self, route: str, *, max_wait: float | None = None) -> float | None:
+        """Return when ``route`` may be called; raise RateLimited if that
+        would take longer than ``max_wait`` seconds, or would mean sleeping
+        inside a database transaction."""
+
+    def pause(self, route: str, seconds: float) -> None:
+        """Autumn answered 429: call ``route`` again only after ``seconds``."""
+
+
+def in_transaction() -> bool:
+    """A database transaction is open in this thread: do not sleep in it."""
+    return any(connection.in_atomic_block for connection in connections.all(initialized_only=True))
+
+
+#: The longest a call waits for its slot inside a database transaction
+#: (holding its locks); a longer wait is refused as retryable instead.
+IN_TRANSACTION_WAIT = 0.25
+
+
+def _allowed_wait(max_wait: float | None, may_sleep: Callable[[], bool]) -> tuple[float | None, str]:
+    """How long a call may wait, and what to say when that is too short."""
+    if not may_sleep():
+        limit = IN_TRANSACTION_WAIT if max_wait is None else min(max_wait, IN_TRANSACTION_WAIT)
+        return limit, "in a database transaction, which must not wait long"
+    return max_wait, "more than the wait allowed"
+
+
+def _refuse(route: str, wait: float, why: str) -> NoCallSlot:
+    return NoCallSlot(
+        None,
+        "no_call_slot",
+        f"{route}: no call slot for {wait:.1f} s ({why}); nothing was sent, left for a retry.",
+        retry_after=max(wait, 0.1),
+        operation=route,
+    )
+
+
+class LocalPacer:
+    """Paces calls per route to at most ``limits[route]`` a second, spread
+    evenly, across all threads of one process; a route not in ``limits`` is
+    not paced. Spreading (rather than bursting up to the limit) keeps every
+    one of Autumn's fixed one-second windows under the limit."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        may_sleep: Callable[[], bool] = lambda: not in_transaction(),
+    ) -> None:
+        self.limits = {route: rate for route, rate in limits.items() if rate}
+        self._next: dict[str, float] = {}
+        self._paused: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._clock, self._sleep, self._may_sleep = clock, sleep, may_sleep
+
+    def wait(self, route: str, *, max_wait: float | None = None) -> float:
+        """Wait for ``route``'s next slot; returns the slot's time on the clock.
+        A pause that comes while waiting is waited out too."""
+        rate = self.limits.get(route)
+        budget = max_wait
+        while True:
+            with self._lock:
+                now = self._clock()
+                slot = max(now, self._paused.get(route, now))
+                if rate:
+                    slot = max(slot, self._next.get(route, now))
+                wait = slot - now
+                if wait > 0:
+                    allowed, why = _allowed_wait(budget, self._may_sleep)
+                    if allowed is not None and wait > allowed:
+                        raise _refuse(route, wait, why)
+                if rate:
+                    self._next[route] = slot + 1 / rate
+            if wait > 0:
+                self._sleep(wait)
+                if budget is not None:
+                    budget -= wait
+            with self._lock:
+                if self._paused.get(route, -math.inf) <= self._clock():
+                    return slot
+
+    def pause(self, route: str, seconds: float) -> None:
+        with self._lock:
+            until = self._clock() + seconds
+            self._paused[route] = max(self._paused.get(route, 0.0), until)
+
+
+#: Kept under Autumn's one-second windows by spacing, with a burst of at
+#: most this share of a second's calls (at least one): a high limit (4,000 a
+#: second) needs a small burst, as a slot is decided per millisecond.
+BURST_SECONDS = 0.005
+#: How long a process keeps to its own pacing after Redis failed it.
+REDIS_RETRY_AFTER = 30.0
+#: How often the fall back is logged, at most.
+WARN_EVERY = 60.0
+
+
+class SharedPacer:
+    """Paces every process that shares one Redis (see the module's text).
+
+    ``limits`` are calls a second per route; ``scope`` keeps organisations
+    (or test runs) apart in Redis. Connection and read timeouts are short:
+    a slow Redis must not stall the site's saves."""
+
+    def __init__(
+        self,
+        url: str,
+        limits: Mapping[str, float],
+        *,
+        scope: str,
+        fallback: LocalPacer | None = None,
+        may_sleep: Callable[[], bool] = lambda: not in_transaction(),
+    ) -> None:
+        if redis is None:
+            raise ImportError("AUTUMN['RATE_LIMIT_STORE'] needs: pip install 'autumn-django[shared-pacing]'")
+        self.limits = {route: rate for route, rate in limits.items() if rate}
+        self.scope = scope
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        self._redis_errors = (redis.RedisError, OSError)
+        self._fallback = fallback or LocalPacer(limits, may_sleep=may_sleep)
+        self._may_sleep = may_sleep
+        self._limiters: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._warned_at = -math.inf
+        self._make = lambda route, rate: Limiter(
+            StateBucket(
+                # Integer rates: calls per 100 s, so 22.5 a second is exact.
+                [Rate(max(1, round(rate * 100)), 100_000, burst=max(1, math.floor(rate * BURST_SECONDS)))],
+                algorithm=GCRA(),
+                store=RedisStateStore(self._redis, self.key(route)),
+            ),
+            buffer_ms=1,
+        )
+
+    def key(self, route: str, kind: str = "slots") -> str:
+        return f"autumn:pacing:{self.scope}:{kind}:{route}"
+
+    def wait(self, route: str, *, max_wait: float | None = None) -> None:
+        if time.monotonic() < self._down_until:
+            self._fallback.wait(route, max_wait=max_wait)
+            return
+        try:
+            self._wait_shared(route, max_wait)
+        except self._redis_errors as error:
+            self._fall_back(error)
+            self._fallback.wait(route, max_wait=max_wait)
+
+    def _wait_shared(self, route: str, max_wait: float | None) -> None:
+        allowed, why = _allowed_wait(max_wait, self._may_sleep)
+        started = time.monotonic()
+        rate = self.limits.get(route)
+        while True:
+            self._sit_out_pause(route, allowed, started)
+            if not rate:
+                return
+            left = -1.0 if allowed is None else max(0.001, allowed - (time.monotonic() - started))
+            try:
+                self._limiter(route, rate).try_acquire(route, blocking=True, timeout=left)
+            except TimeoutError:
+                raise _refuse(route, allowed or 0.0, why) from None
+            # A 429 may have come while this call waited for its slot: then
+            # the slot is given up, and the call waits out the pause first.
+            if not self._paused_for(route):
+                return
+
+    def _paused_for(self, route: str) -> float:
+        left = self._redis.pttl(self.key(route, "pause"))
+        return left / 1000 if isinstance(left, int) and left > 0 else 0.0
+
+    def _sit_out_pause(self, route: str, allowed: float | None, started: float) -> None:
+        wait = self._paused_for(route)
+        if wait <= 0:
+            return
+        if allowed is not None and time.monotonic() - started + wait > allowed:
+            raise _refuse(route, wait, "Autumn answered 429 and asked every process to wait")
+        time.sleep(wait)
+
+    def _limiter(self, route: str, rate: float) -> Any:
+        limiter = self._limiters.get(route)
+        if limiter is None:
+            with self._lock:
+                limiter = self._limiters.get(route)
+                if limiter is None:
+                    limiter = self._limiters[route] = self._make(route, rate)
+        return limiter
+
+    def pause(self, route: str, seconds: float) -> None:
+        """Every process waits ``seconds`` before calling ``route`` again."""
+        self._fallback.pause(route, seconds)
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            key, ms = self.key(route, "pause"), max(1, math.ceil(seconds * 1000))
+            current = self._redis.pttl(key)
+            if not isinstance(current, int) or current < ms:
+                self._redis.set(key, "1", px=ms)
+        except self._redis_errors as error:
+            self._fall_back(error)
+
+    def _fall_back(self, error: BaseException) -> None:
+        now = time.monotonic()
+        self._down_until = now + REDIS_RETRY_AFTER
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            logger.warning(
+                "The shared Autumn rate budget (AUTUMN['RATE_LIMIT_STORE']) cannot be reached "
+                "(%s); this process paces itself alone for %.0f s. Other processes may then "
+                "exceed Autumn's limits together.",
+                type(error).__name__,
+                REDIS_RETRY_AFTER,
+            )
+
+
+def scope_of(secret_key: str, scope: str | None = None) -> str:
+    """The budget's name in Redis: the organisation's, when the site names
+    it, else a hash of the key (never the key itself)."""
+    return scope or hashlib.sha256(secret_key.encode()).hexdigest()[:16]
+
+
+_pacers: dict[tuple[Any, ...], Pacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(settings: conf.AutumnSettings) -> Pacer | None:
+    """The process's pacer for these settings (None when ``RATE_LIMITS`` is
+    False): one per budget, shared by every client of the process (the
+    tasks', the admin's, ``autumn_sync``'s), so that they pace together."""
+    if settings.rate_limits is None:
+        return None
+    scope = scope_of(settings.secret_key, settings.rate_limit_scope)
+    key = (scope, settings.rate_limit_store, tuple(sorted(settings.rate_limits.items())))
+    pacer = _pacers.get(key)
+    if pacer is None:
+        with _pacers_lock:
+            pacer = _pacers.get(key)
+            if pacer is None:
+                limits = settings.rate_limits
+                store = settings.rate_limit_store
+                pacer = _pacers[key] = (
+                    SharedPacer(store, limits, scope=scope) if store else LocalPacer(limits)
+                )
+    return pacer

@@ -1,0 +1,240 @@
+"""Pacing: one budget per route, kept under Autumn's fixed one-second windows
+by every process that shares a Redis, paused by a 429 any of them sees, and
+never a failed save when Redis is gone. The multi-process tests run real
+processes against the HTTP emulator with Autumn's real limits on, and
+count the requests per window at the emulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from autumn_django import conf, pacing
+from autumn_django.client import AutumnClient
+from autumn_django.emulator import Emulator, EmulatorServer
+from autumn_django.exceptions import NoCallSlot, RateLimited
+from autumn_django.models import Customer
+from autumn_django.pacing import LocalPacer, SharedPacer
+from autumn_django.testing import make_secret_key
+
+REDIS = ("127.0.0.1", 6379)
+REDIS_URL = "redis://127.0.0.1:6379/15"
+ROOT = Path(__file__).resolve().parent.parent
+UPDATE_LIMIT = 25  # Autumn's customers.update limit, calls a second (2.1)
+
+
+def redis_or_skip():
+    try:
+        socket.create_connection(REDIS, timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not reachable at 127.0.0.1:6379, and CI must run this test")
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+# --- one process ---------------------------------------------------------------------------------
+
+
+def test_calls_are_spread_evenly_over_each_second():
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 20}, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: True)
+    slots = [pacer.wait("customers.update") for _ in range(5)]
+    assert [round(slot - 100, 3) for slot in slots] == [0, 0.05, 0.1, 0.15, 0.2]
+
+
+def test_a_429_pauses_the_route_for_its_retry_after():
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 20}, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: True)
+    pacer.pause("customers.update", 2.0)
+    assert pacer.wait("customers.update") == 102.0
+    assert pacer.wait("customers.get") == 102.0  # not paced, not paused: at once
+
+
+def test_inside_a_transaction_a_long_wait_is_refused_not_slept():
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 2}, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: False)
+    pacer.wait("customers.update")
+    with pytest.raises(NoCallSlot, match="in a database transaction") as refused:
+        pacer.wait("customers.update")  # its slot is 0.5 s away
+    assert fake.slept == [] and refused.value.retryable and refused.value.retry_after == 0.5
+
+
+def test_inside_a_transaction_a_short_wait_is_slept():
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 20}, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: False)
+    pacer.wait("customers.update")
+    pacer.wait("customers.update")
+    assert fake.slept == [pytest.approx(0.05)]
+
+
+def test_a_wait_longer_than_allowed_is_refused():
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 1}, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: True)
+    pacer.wait("customers.update")
+    with pytest.raises(NoCallSlot, match="more than the wait allowed"):
+        pacer.wait("customers.update", max_wait=0.5)
+    assert pacer.wait("customers.update", max_wait=1.0) == 101.0  # the refused call took no slot
+
+
+class RecordingPacer:
+    def __init__(self):
+        self.waits, self.pauses = [], []
+
+    def wait(self, route, *, max_wait=None):
+        self.waits.append(route)
+
+    def pause(self, route, seconds):
+        self.pauses.append((route, seconds))
+
+
+def test_the_client_reports_a_429_to_its_pacer(http_emulator):
+    http_emulator.emulator.add_customer(id="c1")
+    http_emulator.emulator.fail_next(1, "customers.update", status=429, headers={"Retry-After": "3"})
+    pacer = RecordingPacer()
+    with AutumnClient(make_secret_key(), base_url=http_emulator.url, max_retries=0, pacer=pacer) as client:
+        with pytest.raises(RateLimited):
+            client.update_customer("c1", name="x")
+    assert pacer.pauses == [("customers.update", 3.0)]
+
+
+def test_a_retry_after_a_429_takes_its_own_slot(http_emulator):
+    http_emulator.emulator.add_customer(id="c1")
+    http_emulator.emulator.fail_next(1, "customers.update", status=429, headers={"Retry-After": "0"})
+    pacer = RecordingPacer()
+    with AutumnClient(
+        make_secret_key(), base_url=http_emulator.url, max_retries=1, backoff_factor=0.01, pacer=pacer
+    ) as client:
+        client.update_customer("c1", name="x")
+    assert pacer.waits == ["customers.update", "customers.update"]
+    assert [route for route, _ in pacer.pauses] == ["customers.update"]
+
+
+@pytest.mark.django_db
+def test_a_task_that_finds_no_slot_leaves_its_row_for_a_retry(
+    autumn_emulator, make_user, commit, autumn_settings
+):
+    autumn_settings(RATE_LIMITS={"customers.update": 0.001})  # one call, then a wait of 1,000 s
+    with commit():
+        user = make_user()
+    for email in ("a@example.com", "b@example.com"):
+        user.email = email
+        with commit():
+            user.save()
+    row = Customer.objects.of(user).get()
+    assert row.state == "failed" and "no call slot" in row.last_error and row.next_attempt_at is not None
+
+
+# --- several processes, one budget (Redis) -------------------------------------------------------
+
+
+@pytest.fixture
+def limited_emulator():
+    """The HTTP emulator with Autumn's real limits, and eight customers."""
+    emulator = Emulator(rate_limits=True)
+    for number in range(8):
+        emulator.add_customer(id=f"c{number}")
+    with EmulatorServer(emulator) as server:
+        yield server
+
+
+def run_processes(server, count, *, seconds=3.0, shared=True, threads=8):
+    """``count`` worker processes calling customers.update together; what
+    each saw, and the emulator's count of update requests per one-second window."""
+    scope = uuid.uuid4().hex
+    start_at = time.time() + 1.5  # all start together, once their imports are done
+    args = [sys.executable, "-m", "tests.pacing_worker", "--url", server.url, "--key", make_secret_key()]
+    args += [
+        "--scope",
+        scope,
+        "--seconds",
+        str(seconds),
+        "--threads",
+        str(threads),
+        "--start-at",
+        str(start_at),
+    ]
+    if shared:
+        args += ["--redis", REDIS_URL]
+    processes = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    seen = [json.loads(process.communicate(timeout=60)[0])["seen"] for process in processes]
+    windows = Counter(int(entry.at) for entry in server.emulator.requests("customers.update"))
+    return seen, windows
+
+
+def test_two_processes_sharing_the_budget_never_exceed_a_routes_limit_in_any_window(limited_emulator):
+    redis_or_skip()
+    seen, windows = run_processes(limited_emulator, 2)
+    print("shared: update calls per one-second window at the emulator", dict(sorted(windows.items())), seen)
+    assert max(windows.values()) <= UPDATE_LIMIT, windows
+    assert all(set(each) == {"ok"} for each in seen), seen  # not one 429
+    total = sum(each["ok"] for each in seen)
+    assert total >= 0.8 * 22.5 * 3  # and the budget is used, not wasted
+
+
+def test_two_processes_pacing_alone_do_exceed_it(limited_emulator):
+    """The control: the same load, each process with its own budget."""
+    seen, windows = run_processes(limited_emulator, 2, shared=False)
+    print("alone: update calls per one-second window at the emulator", dict(sorted(windows.items())), seen)
+    assert max(windows.values()) > UPDATE_LIMIT or any("429" in each for each in seen), (windows, seen)
+
+
+def test_a_429_seen_by_one_process_pauses_every_process(limited_emulator):
+    redis_or_skip()
+    pacer = SharedPacer(REDIS_URL, conf.rate_limits("2.1"), scope=uuid.uuid4().hex)
+    pacer.pause("customers.update", 1.5)  # as a process that saw a 429 does
+    started = time.monotonic()
+    other = SharedPacer(REDIS_URL, conf.rate_limits("2.1"), scope=pacer.scope)  # another process's
+    other.wait("customers.update")
+    assert time.monotonic() - started >= 1.4
+
+
+def test_a_429_in_one_process_stops_the_other_until_retry_after(limited_emulator):
+    redis_or_skip()
+    # The first call of either process is answered 429, Retry-After 2 s.
+    limited_emulator.emulator.fail_next(1, "customers.update", status=429, headers={"Retry-After": "2"})
+    seen, _ = run_processes(limited_emulator, 2, seconds=4.0)
+    assert sum(each.get("429", 0) for each in seen) == 1
+    log = limited_emulator.emulator.requests("customers.update")
+    refused_at = next(entry.at for entry in log if entry.status == 429)
+    answered = [entry.at for entry in log if entry.status == 200]
+    # Calls already on their way (one per thread at most) may land just after
+    # the 429; every later call waited the two seconds, in both processes.
+    early = [at for at in answered if at < refused_at + 1.9]
+    assert len(early) <= 2 * 8 and min(at for at in answered if at > refused_at + 0.5) >= refused_at + 1.9
+    assert {each.get("ok", 0) > 0 for each in seen} == {True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_redis_degrades_to_pacing_alone_with_a_warning_and_the_save_syncs(
+    autumn_emulator, make_user, autumn_settings, caplog
+):
+    autumn_settings(RATE_LIMIT_STORE="redis://127.0.0.1:1/0")  # nothing listens there
+    pacing._pacers.clear()
+    with caplog.at_level(logging.WARNING, logger="autumn_django.pacing"):
+        user = make_user()
+    assert Customer.objects.of(user).get().state == "synced"
+    assert "cannot be reached" in caplog.text and "paces itself alone" in caplog.text
+    assert "redis://" not in caplog.text  # the URL (it may hold a password) is not logged
