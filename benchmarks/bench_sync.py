@@ -84,11 +84,15 @@ def measure(label: str, url: str, args: list[str], rate_limits: bool) -> dict[st
     """One autumn_sync run: duration, calls, 429s, memory, queries."""
     from django.conf import settings
     from django.core.management import call_command
+    from django.core.signals import setting_changed
     from django.db import connection
 
     settings.AUTUMN = {
         "SECRET_KEY": KEY, "BASE_URL": url, **({} if rate_limits else {"RATE_LIMITS": False}),
     }  # fmt: skip
+    # The app keeps a validated snapshot of AUTUMN until it hears of a change
+    # (as override_settings makes it): say so, or the run reads the old one.
+    setting_changed.send(sender=type(settings), setting="AUTUMN", value=settings.AUTUMN, enter=True)
     queries = [0]
 
     def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
