@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .models import CustomerFeature, CustomerPlan, feature_columns, plan_columns
+from .models import CustomerFeature, CustomerPlan
 
 #: The keys of Autumn's customer object that hold billing state.
 BILLING_KEYS = ("subscriptions", "purchases", "balances", "flags")
@@ -40,35 +40,28 @@ def changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool
 
 def store(customers: Iterable[tuple[int, dict[str, Any] | None]], using: str = "default") -> None:
     """Rewrite the plan and feature rows of each ``(row pk, Autumn's customer
-    object)``: one DELETE and at most two INSERTs for the lot."""
-    write(customers, CustomerPlan, CustomerFeature, using)
-
-
-def write(
-    customers: Iterable[tuple[int, dict[str, Any] | None]], plan_model: Any, feature_model: Any, using: str
-) -> None:
-    """:func:`store` with the models given (a migration's historical ones)."""
+    object)``: a DELETE per table and at most two INSERTs for the lot."""
     pairs = [(pk, data) for pk, data in customers if pk is not None]
     if not pairs:
         return
     pks = [pk for pk, _ in pairs]
-    plan_model.objects.using(using).filter(customer_id__in=pks).delete()
-    feature_model.objects.using(using).filter(customer_id__in=pks).delete()
-    plans: list[Any] = []
-    features: list[Any] = []
+    CustomerPlan.objects.using(using).filter(customer_id__in=pks).delete()
+    CustomerFeature.objects.using(using).filter(customer_id__in=pks).delete()
+    plans: list[CustomerPlan] = []
+    features: list[CustomerFeature] = []
     for pk, data in pairs:
         data = data if isinstance(data, dict) else {}
         for kind, key in (("subscription", "subscriptions"), ("purchase", "purchases")):
             entries = data.get(key)
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, dict) and isinstance(entry.get("plan_id"), str):
-                    plans.append(plan_model(customer_id=pk, **plan_columns(kind, entry)))
+                    plans.append(CustomerPlan.from_remote(pk, kind, entry))
         for kind, key in (("balance", "balances"), ("flag", "flags")):
             entries = data.get(key)
             seen: set[str] = set()
             for feature_id, entry in entries.items() if isinstance(entries, dict) else []:
                 if isinstance(entry, dict) and isinstance(feature_id, str) and feature_id[:255] not in seen:
                     seen.add(feature_id[:255])
-                    features.append(feature_model(customer_id=pk, **feature_columns(kind, feature_id, entry)))
-    plan_model.objects.using(using).bulk_create(plans)
-    feature_model.objects.using(using).bulk_create(features)
+                    features.append(CustomerFeature.from_remote(pk, kind, feature_id, entry))
+    CustomerPlan.objects.using(using).bulk_create(plans)
+    CustomerFeature.objects.using(using).bulk_create(features)

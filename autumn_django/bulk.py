@@ -228,7 +228,33 @@ class BulkSync:
                 orphans = Customer.objects.orphans()
                 for chunk in chunks(orphans.iterator(chunk_size=self.batch_size), self.batch_size):
                     self._run([(row, None) for row in chunk])
+                self._sweep_vanished()
         return self.finish()
+
+    def _sweep_vanished(self) -> None:
+        """Rows whose object was deleted without signals (raw SQL, a
+        ``QuerySet`` delete of another app that bypassed them): a full run
+        looks for them, a query per chunk of rows, and deletes their
+        customers by the single-row rule."""
+        for source in sources.registry():
+            model = source.model_class
+            linked = (
+                Customer.objects.filter(
+                    content_type=ContentType.objects.get_for_model(model), object_id__isnull=False
+                )
+                .order_by("pk")
+                .values_list("pk", "object_id")
+            )
+            for chunk in chunks(linked.iterator(chunk_size=self.batch_size), self.batch_size):
+                keys = [key for _, key in chunk]
+                present = {
+                    str(pk) for pk in model._base_manager.filter(pk__in=keys).values_list("pk", flat=True)
+                }
+                gone = [pk for pk, key in chunk if key not in present]
+                if gone and not self.dry_run:
+                    self._resync(dict.fromkeys(gone))
+                elif gone:
+                    self.summary.counts["would_delete"] += len(gone)
 
     def _push_source(
         self, objects: QuerySet[Any], *, force: bool = False, missing: Collection[str] = ()
@@ -271,6 +297,11 @@ class BulkSync:
     # --- one chunk ------------------------------------------------------------------
 
     def _run(self, items: Sequence[Item], *, force: bool = False, missing: Collection[str] = ()) -> None:
+        gone = [row.pk for row, obj in items if row is not None and sync.vanished(row, obj)]
+        if gone:  # deleted without signals: each alone, by sync's rule for it
+            items = [(row, obj) for row, obj in items if not sync.vanished(row, obj)]
+            if not self.dry_run:
+                self._resync(dict.fromkeys(gone))
         decisions = [sync.decide(row, obj, self.env, force=force) for row, obj in items]
         for decision in decisions:
             if decision.payload is not None and decision.payload.customer_id in missing:
@@ -313,13 +344,13 @@ class BulkSync:
     def _execute(self, decision: Decision, force: bool) -> sync.Outcome:
         """One decision's requests, within the adaptive concurrency."""
         started = self.adaptive.acquire()
-        before = self.client.pushbacks
+        before = self.client.thread_pushbacks()
         try:
             outcome = sync.execute(decision, self.client, force=force)
         except BaseException:
             self.adaptive.release(started, pushback=True)
             raise
-        self.adaptive.release(started, pushback=self.client.pushbacks != before)
+        self.adaptive.release(started, pushback=self.client.thread_pushbacks() != before)
         return outcome
 
     @staticmethod
@@ -449,7 +480,12 @@ class BulkSync:
         # alone and in full, removing what a push made for a row now deleted.
         retake = {**stale, **dict.fromkeys(self._taken)}
         self._taken.clear()
-        for pk, made in retake.items():
+        self._resync(retake)
+
+    def _resync(self, rows: dict[int, str | None]) -> None:
+        """Sync these rows one by one, in full (row pk -> a customer id a
+        push made for it, to remove if the row turns out deleted)."""
+        for pk, made in rows.items():
             result = sync.sync(pk, client=self.client, force=True, made=made)
             if result.action == Action.FAILED:
                 self.summary.add_error(None, result.customer_id, result.error)

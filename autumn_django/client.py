@@ -75,6 +75,7 @@ from .exceptions import (
     AutumnRequestError,
     InvalidRequest,
     InvalidResponse,
+    NoCallSlot,
     RateLimited,
     ServerError,
     ServiceUnavailable,
@@ -360,7 +361,13 @@ class AutumnClient:
         #: Calls that met a 429, a 5xx or a connection failure (retried or
         #: not): what autumn_sync's adaptive concurrency backs off on.
         self.pushbacks = 0
+        self._thread = threading.local()
         self._calls_lock = threading.Lock()
+
+    def thread_pushbacks(self) -> int:
+        """:attr:`pushbacks` of the calls made by this thread only (what one
+        request of a thread pool met, for the adaptive concurrency)."""
+        return int(getattr(self._thread, "pushbacks", 0))
 
     def _create_session(self, pool_size: int, backoff_factor: float) -> requests.Session:
         retry = _Retry(
@@ -576,6 +583,7 @@ class AutumnClient:
         if operation.pushed_back or isinstance(outcome, (RateLimited, ServerError, AutumnConnectionError)):
             with self._calls_lock:
                 self.pushbacks += 1
+            self._thread.pushbacks = self.thread_pushbacks() + 1
         if isinstance(outcome, RateLimited) and pacer is not None and outcome.status == 429:
             pacer.pause(route, outcome.retry_after or 1.0)  # retries ran out: the others wait too
         if isinstance(outcome, AutumnError):
@@ -595,6 +603,8 @@ class AutumnClient:
             response = self.session.post(
                 self.base_url + path, data=body, timeout=self.timeout, allow_redirects=False, stream=True
             )
+        except NoCallSlot as refused:  # pacing, before a retry: as retryable as a 429
+            return refused
         except Exception as exc:
             logger.debug("POST %s failed after %.1f ms: %s", path, _ms_since(started), type(exc).__name__)
             if _is_transport_error(exc):

@@ -26,6 +26,32 @@ if TYPE_CHECKING:
     from .mapping import Payload
 
 
+def active_plan_ids(customer: dict[str, Any]) -> list[str]:
+    """The plans one of Autumn's customer objects has now: its active
+    subscriptions (a pending cancellation included, until it expires) and
+    its purchases, each once. One rule for the mirror, its admin and
+    Autumn's list in the admin."""
+    subscriptions = customer.get("subscriptions")
+    purchases = customer.get("purchases")
+    entries = [
+        *(
+            entry
+            for entry in (subscriptions if isinstance(subscriptions, list) else [])
+            if isinstance(entry, dict) and entry.get("status") == "active"
+        ),
+        *(entry for entry in (purchases if isinstance(purchases, list) else []) if isinstance(entry, dict)),
+    ]
+    ids = [entry.get("plan_id") for entry in entries]
+    return [plan for plan in dict.fromkeys(ids) if isinstance(plan, str)]
+
+
+def object_key(obj: models.Model) -> str:
+    """``obj``'s primary key as the mirror stores it: the text of the key's
+    Python value, so that a UUID given as hex or in capitals and the same
+    UUID read back from the database are one key."""
+    return str(obj._meta.pk.to_python(obj.pk))
+
+
 class CustomerQuerySet(models.QuerySet["Customer"]):
     """The mirror's named selections, shared by the engine, the command and
     the admin so that each rule is written once."""
@@ -47,7 +73,7 @@ class CustomerQuerySet(models.QuerySet["Customer"]):
 
     def of(self, obj: models.Model) -> CustomerQuerySet:
         """The row of ``obj`` (a user, a team...): ``.first()`` is it or None."""
-        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk))
+        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_id=object_key(obj))
 
     def of_model(self, model: type[models.Model]) -> CustomerQuerySet:
         """The rows linked to objects of ``model``."""
@@ -168,15 +194,9 @@ class Customer(models.Model):
 
     @property
     def active_plan_ids(self) -> list[str]:
-        """The plans the customer has now: active subscriptions (a pending
-        cancellation included, until it expires) and held purchases, from
+        """The plans the customer has now (see :func:`active_plan_ids`), from
         Autumn's last answer (``data``)."""
-        data = self.data or {}
-        subscriptions = [
-            sub.get("plan_id") for sub in data.get("subscriptions") or [] if sub.get("status") == "active"
-        ]
-        purchases = [purchase.get("plan_id") for purchase in data.get("purchases") or []]
-        return [plan for plan in dict.fromkeys(subscriptions + purchases) if isinstance(plan, str)]
+        return active_plan_ids(self.data or {})
 
     def has_plan(self, plan_id: str) -> bool:
         """The customer has ``plan_id`` now (see :attr:`active_plan_ids`)."""

@@ -18,10 +18,11 @@ whole limit and together they meet 429s.
   :class:`LocalPacer` and says so in the log (once a minute); a save never
   fails for it.
 
-Waiting for a slot is done only outside a database transaction: inside one
-(a call made in ``ATOMIC_REQUESTS``, say), a call that would have to wait
-raises :class:`~autumn_django.exceptions.RateLimited` at once instead, which
-the sync engine records as a retryable failure.
+Inside a database transaction (a call made in ``ATOMIC_REQUESTS``, say) a
+call waits at most :data:`IN_TRANSACTION_WAIT` for its slot, holding the
+transaction's locks no longer; past it, and past ``max_wait`` anywhere, it
+raises :class:`~autumn_django.exceptions.NoCallSlot` without sending,
+which the sync engine records as a retryable failure.
 
 Contract note: Autumn's published limits are per organisation; the budget
 is scoped by a hash of the secret key unless ``RATE_LIMIT_SCOPE`` names the
@@ -215,9 +216,12 @@ class SharedPacer:
                 return
             left = -1.0 if allowed is None else max(0.001, allowed - (time.monotonic() - started))
             try:
-                self._limiter(route, rate).try_acquire(route, blocking=True, timeout=left)
+                # pyrate-limiter answers False when the timeout passes first.
+                acquired = self._limiter(route, rate).try_acquire(route, blocking=True, timeout=left)
             except TimeoutError:
-                raise _refuse(route, allowed or 0.0, why) from None
+                acquired = False
+            if not acquired:
+                raise _refuse(route, allowed or 0.0, why)
             # A 429 may have come while this call waited for its slot: then
             # the slot is given up, and the call waits out the pause first.
             if not self._paused_for(route):
@@ -251,9 +255,12 @@ class SharedPacer:
             return
         try:
             key, ms = self.key(route, "pause"), max(1, math.ceil(seconds * 1000))
-            current = self._redis.pttl(key)
-            if not isinstance(current, int) or current < ms:
-                self._redis.set(key, "1", px=ms)
+            # Made if absent, else made longer, never shorter: another
+            # process may have set a longer pause (PEXPIRE GT, Redis 7).
+            with self._redis.pipeline() as pipe:
+                pipe.set(key, "1", px=ms, nx=True)
+                pipe.pexpire(key, ms, gt=True)
+                pipe.execute(raise_on_error=False)
         except self._redis_errors as error:
             self._fall_back(error)
 

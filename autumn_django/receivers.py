@@ -9,22 +9,27 @@ unchanged payload costs no task. Saves that bypass signals
 (``bulk_create``, ``QuerySet.update()``, raw SQL, ``on_delete=SET_NULL``)
 are not seen here; ``manage.py autumn_sync`` covers them.
 
-The receivers listen to every model and look the sender up in the
-registry: one dictionary lookup for a model that is not a source, and a
-change of ``AUTUMN["CUSTOMER_SOURCES"]`` (``override_settings`` in tests)
-needs no reconnecting.
+The receivers are connected to each model the registry names (the
+sources', their dependencies', proxies of them), so a model that is not
+one costs nothing, not even Django's fast delete; a change of
+``AUTUMN`` (``override_settings`` in tests) connects them again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+from django.dispatch import receiver
 
 from . import sources, sync, tasks
 from .signals import sync_enabled
 from .sources import CustomerSource
+
+logger = logging.getLogger("autumn_django.receivers")
 
 
 def object_saved(
@@ -96,8 +101,10 @@ def relation_changed(
     **kwargs: Any,
 ) -> None:
     """A many-to-many ``through`` model a source depends on: ``.add()``,
-    ``.remove()`` and ``.clear()`` re-sync the customers on either side."""
-    if action not in ("post_add", "post_remove", "post_clear") or not sync_enabled():
+    ``.remove()`` and ``.clear()`` re-sync the customers on either side.
+    ``.clear()`` names no objects when it is done, so the related keys are
+    read just before (``pre_clear``)."""
+    if action not in ("pre_clear", "post_add", "post_remove", "post_clear") or not sync_enabled():
         return
     watched = _watching(sender)
     if watched is None or not watched[1]:
@@ -106,12 +113,37 @@ def relation_changed(
         "Could not record the Autumn sync of %s %s; run autumn_sync.", sender, instance.pk
     ):
         registry = sources.registry()
+        other = registry.for_model(model)
+        cleared = instance.__dict__.setdefault("_autumn_cleared", {})
+        if action == "pre_clear":
+            if other is not None:
+                cleared[sender] = _related_keys(sender, instance, model)
+            return
+        if action == "post_clear":
+            pk_set = cleared.pop(sender, None)
         own = registry.for_model(type(instance))
         if own is not None:
             _mark(own, [instance], using)
-        other = registry.for_model(model)
         if other is not None and pk_set:
             _mark(other, other.get_queryset().filter(pk__in=pk_set), using)
+
+
+def _related_keys(through: Any, instance: Any, model: Any) -> set[Any]:
+    """The keys of the ``model`` objects ``instance`` is linked to through
+    ``through`` (a relation to itself is left out: which side is which is
+    not known here)."""
+    own = [
+        f
+        for f in through._meta.fields
+        if f.many_to_one and f.related_model is type(instance)._meta.concrete_model
+    ]
+    others = [
+        f for f in through._meta.fields if f.many_to_one and f.related_model is model._meta.concrete_model
+    ]
+    if len(own) != 1 or len(others) != 1 or own[0] is others[0]:
+        return set()
+    rows = through._base_manager.filter(**{own[0].name: instance.pk})
+    return set(rows.values_list(others[0].attname, flat=True))
 
 
 def _watching(sender: Any) -> Any:
@@ -130,9 +162,42 @@ def _mark(source: CustomerSource, objects: Iterable[Any], using: str) -> None:
         tasks.enqueue_after_commit(sync.mark_changed(obj, using, source=source, take=False), using)
 
 
+_connected: list[tuple[Any, Any, str]] = []
+
+
 def connect() -> None:
-    """Follow every model; the registry says which ones matter."""
-    post_save.connect(object_saved, dispatch_uid="autumn_django.object_saved")
-    pre_delete.connect(object_deleting, dispatch_uid="autumn_django.object_deleting")
-    post_delete.connect(object_deleted, dispatch_uid="autumn_django.object_deleted")
-    m2m_changed.connect(relation_changed, dispatch_uid="autumn_django.relation_changed")
+    """Follow the models the registry names (sources, their dependencies,
+    proxies of them), each by its own sender: a model that is not one sends
+    its signals to nobody here, so Django's fast delete stays fast for it.
+    Connected again when ``AUTUMN`` changes."""
+    disconnect()
+    try:
+        senders = sources.registry().senders()
+    except Exception:
+        logger.exception(
+            "AUTUMN['CUSTOMER_SOURCES'] cannot be used; nothing is synced (manage.py check says why)."
+        )
+        return
+    for sender in senders:
+        label = sender._meta.label_lower
+        for signal, handler in (
+            (post_save, object_saved),
+            (pre_delete, object_deleting),
+            (post_delete, object_deleted),
+            (m2m_changed, relation_changed),
+        ):
+            uid = f"autumn_django.{handler.__name__}.{label}"
+            signal.connect(handler, sender=sender, dispatch_uid=uid)
+            _connected.append((signal, sender, uid))
+
+
+def disconnect() -> None:
+    while _connected:
+        signal, sender, uid = _connected.pop()
+        signal.disconnect(sender=sender, dispatch_uid=uid)
+
+
+@receiver(setting_changed)
+def _reconnect(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("AUTUMN", "AUTH_USER_MODEL"):
+        connect()

@@ -95,8 +95,9 @@ class CustomerSource:
     changed_fields: ClassVar[Sequence[str]] = ()
 
     def customer_id(self, obj: Any) -> str:
-        """The customer id at Autumn: ``"<id_prefix>:<pk>"``."""
-        return f"{self.prefix}:{obj.pk}"
+        """The customer id at Autumn: ``"<id_prefix>:<pk>"`` (a UUID key in
+        its usual form, however it was given)."""
+        return f"{self.prefix}:{obj._meta.pk.to_python(obj.pk)}"
 
     def customer_data(self, obj: Any) -> dict[str, Any]:
         """The customer's fields: ``name``, ``email``, ``fingerprint``,
@@ -225,9 +226,23 @@ class Registry:
     def watching(
         self, model: type[models.Model]
     ) -> tuple[CustomerSource | None, list[tuple[CustomerSource, Dependency]]] | None:
-        """What a save or delete of ``model`` concerns: None for nearly every
-        model (the receivers' fast path)."""
-        return self._watched.get(model)
+        """What a save or delete of ``model`` (or of a proxy of it) concerns:
+        None for nearly every model."""
+        watched = self._watched.get(model)
+        if watched is None and model._meta.proxy:
+            watched = self._watched.get(model._meta.concrete_model)  # type: ignore[arg-type]
+        return watched
+
+    def senders(self) -> list[type[models.Model]]:
+        """The models whose signals matter: the sources' and their
+        dependencies' models, and the installed proxies of them."""
+        watched = list(self._watched)
+        proxies = [
+            model
+            for model in apps.get_models()
+            if model._meta.proxy and model._meta.concrete_model in self._watched
+        ]
+        return watched + proxies
 
     def for_model(self, model: type[models.Model]) -> CustomerSource | None:
         source = self._by_model.get(model)

@@ -60,7 +60,7 @@ from . import billing, conf, contract, mapping, sources
 from .client import AutumnClient, get_client
 from .exceptions import AutumnError, Conflict, MappingError, MirrorWriteError, NotFound, message_text
 from .mapping import Payload
-from .models import Customer
+from .models import Customer, CustomerFeature, CustomerPlan, object_key
 from .signals import customer_sync_failed, customer_synced
 from .sources import CustomerSource
 
@@ -202,10 +202,10 @@ def mark_changed(
                 pushed_at=timezone.now(),
             )
     except IntegrityError:
-        if created and _row_of(user, using) is not None:  # a row left by a deleted object with this pk
-            return mark_changed(user, using, source=source)
+        if _row_of(user, using) is not None:  # made meanwhile, or left by a deleted object with this pk
+            return mark_changed(user, using, source=source, take=take)
         if not take:
-            if not _held_by_deleted(env, payload.customer_id, using):
+            if not _held_by_unlinked(env, payload.customer_id, using):
                 message = duplicate_message(payload.customer_id, env, using)
                 record_mapping_error(user, None, message, env, using, source)
             return None
@@ -233,18 +233,19 @@ def mark_deleted(user: Any, using: str = "default") -> Customer | None:
     return _bump(row, Customer.State.DELETING, using, object_id=None)
 
 
-def _held_by_deleted(env: str, customer_id: str, using: str) -> bool:
+def _held_by_unlinked(env: str, customer_id: str, using: str) -> bool:
+    """A row no object owns holds the id: an object deleted in this
+    transaction (its row deleting, or kept by ``DELETE_POLICY = "keep"``)."""
     return (
         Customer.objects.using(using)
         .filter(env=env, customer_id=customer_id, object_id__isnull=True)
-        .filter(state__in=[Customer.State.DELETING, Customer.State.GONE])
         .exists()
     )
 
 
 def link_values(obj: Any) -> dict[str, Any]:
     """The row's columns that link it to ``obj``."""
-    return {"content_type": ContentType.objects.get_for_model(obj), "object_id": str(obj.pk)}
+    return {"content_type": ContentType.objects.get_for_model(obj), "object_id": object_key(obj)}
 
 
 def source_object(row: Customer) -> Any:
@@ -257,6 +258,8 @@ def source_object(row: Customer) -> Any:
     if source is None:
         return None
     obj = next(iter(source.get_queryset().filter(pk=row.object_id).order_by()[:1]), None)
+    if obj is None:  # gone, or only left out of the source's queryset (archived): not the same
+        obj = source.model_class._base_manager.filter(pk=row.object_id).first()
     Customer.source.set_cached_value(row, obj)  # type: ignore[attr-defined]
     return obj
 
@@ -273,8 +276,13 @@ def with_sources(rows: list[Customer]) -> list[tuple[Customer, Any]]:
         source = registry.for_content_type_id(content_type_id)
         if source is None:
             continue
-        for obj in source.get_queryset().filter(pk__in=[row.object_id for row in linked]).order_by():
+        keys = [row.object_id for row in linked]
+        for obj in source.get_queryset().filter(pk__in=keys).order_by():
             found[(content_type_id, str(obj.pk))] = obj
+        left_out = [key for key in keys if (content_type_id, key) not in found]
+        if left_out:  # not in the source's queryset: gone, or only filtered out
+            for obj in source.model_class._base_manager.filter(pk__in=left_out):
+                found[(content_type_id, str(obj.pk))] = obj
     return [(row, found.get((row.content_type_id, row.object_id))) for row in rows]  # type: ignore[arg-type]
 
 
@@ -321,11 +329,11 @@ def _row_of(user: Any, using: str) -> Customer | None:
     if compiled is None:
         query = Customer.objects.using(using).only(*Customer.HOLDS_FIELDS)
         query = query.filter(content_type_id=-1, object_id=_KEY).order_by()[:1]
-        sql, params = query.query.sql_with_params()
+        sql, params = query.query.get_compiler(using).as_sql()
         compiled = _ROW_SQL[using] = (sql, tuple(param == _KEY for param in params))
     sql, is_key = compiled
     content_type_id = ContentType.objects.db_manager(using).get_for_model(user).pk
-    params = [str(user.pk) if key else content_type_id for key in is_key]
+    params = [object_key(user) if key else content_type_id for key in is_key]
     return next(iter(Customer.objects.raw(sql, params, using=using)), None)
 
 
@@ -471,7 +479,11 @@ def store_remote(row_pk: int, customer: dict[str, Any]) -> None:
     """Keep what Autumn holds for a row, read outside a sync, billing
     state included."""
     with transaction.atomic():
-        Customer.objects.filter(pk=row_pk).update(**refreshed_values(customer), updated=timezone.now())
+        # A new version: a push under way records over this answer only
+        # after reading it (its data and the billing tables stay one).
+        Customer.objects.filter(pk=row_pk).update(
+            **refreshed_values(customer), version=F("version") + 1, updated=timezone.now()
+        )
         billing.store([(row_pk, customer)])
 
 
@@ -581,8 +593,7 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     if outcome.action == Action.DELETED:
         tombstone = tombstone_values(row)
         if tombstone is None:
-            deleted, _ = Customer.objects.filter(pk=row.pk, version=row.version).delete()
-            if not deleted:
+            if not _delete_unchanged(row):
                 raise _Stale  # the user came back or changed meanwhile
         else:
             _require_version(row, **tombstone)
@@ -609,6 +620,17 @@ def _record(row: Customer, decision: Decision, outcome: Outcome, calls: list[str
     return SyncResult(outcome.action, row.pk, row.customer_id, calls=calls)
 
 
+def vanished(row: Customer | None, obj: Any) -> bool:
+    """``row`` is linked to an object that is no longer there (deleted
+    without signals): :func:`sync` treats it as deleted."""
+    return (
+        obj is None
+        and row is not None
+        and row.object_id is not None
+        and sources.registry().for_content_type_id(row.content_type_id) is not None
+    )
+
+
 def _vanished(row: Customer) -> bool:
     """The row's object is gone without its delete being seen (a raw SQL
     delete, a cascade through ``QuerySet.update``): unlink the row and, by
@@ -621,6 +643,31 @@ def _vanished(row: Customer) -> bool:
     else:
         _require_version(row, state=Customer.State.DELETING, object_id=None, version=F("version") + 1)
     return True
+
+
+def _delete_unchanged(row: Customer) -> bool:
+    """Remove ``row`` if nobody changed it since it was read, in one
+    statement that checks the version: Django's ``delete()`` would read the
+    row and its billing rows first and then delete by pk alone, and a user
+    taking the row over in between would lose it. Its billing rows go in the
+    same transaction."""
+    db = Customer.objects.db
+    connection = transaction.get_connection(db)
+    quote = connection.ops.quote_name
+    meta = Customer._meta
+    version = Customer._meta.get_field("version").column  # type: ignore[union-attr]
+    with transaction.atomic(using=db):
+        for model in (CustomerPlan, CustomerFeature):
+            model.objects.using(db).filter(customer_id=row.pk).delete()
+        with connection.cursor() as cursor:
+            table, pk = quote(meta.db_table), quote(meta.pk.column)
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {pk} = %s AND {quote(version)} = %s", [row.pk, row.version]
+            )
+            deleted = cursor.rowcount
+        if not deleted:
+            transaction.set_rollback(True, using=db)  # the billing rows stay with the row
+    return bool(deleted)
 
 
 def freshly_marked(row: Customer) -> bool:

@@ -13,6 +13,7 @@ from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 
 from autumn_django import billing, sync
+from autumn_django.client import get_client
 from autumn_django.models import Customer, CustomerFeature, CustomerPlan
 
 pytestmark = pytest.mark.django_db
@@ -190,3 +191,29 @@ def test_the_balance_and_customer_tags(row):
         "{% autumn_customer user as c %}{{ c.state }}"
     )
     assert render(text, user=user) == "7 synced"
+
+
+def test_a_refresh_landing_during_a_push_keeps_data_and_tables_agreeing(
+    autumn_emulator, row, commit, monkeypatch
+):
+    """The webhook's refresh writes a new version: the push under way reads
+    it again instead of recording its older answer over it."""
+    client = get_client()
+    real_update = client.update_customer
+    upgraded = []
+
+    def update_then_upgrade(*args, **kwargs):
+        answer = real_update(*args, **kwargs)  # Autumn answered: no plan yet
+        if not upgraded:
+            upgraded.append(autumn_emulator.attach(row.customer_id, "pro"))  # then the customer pays
+            sync.refresh(Customer.objects.get(pk=row.pk))  # and the webhook's refresh lands
+        return answer
+
+    monkeypatch.setattr(client, "update_customer", update_then_upgrade)
+    user = row.source
+    user.first_name = "Jane"
+    with commit():
+        user.save()
+    row = Customer.objects.get(pk=row.pk)
+    assert row.has_plan("pro")
+    assert list(CustomerPlan.objects.filter(customer=row).values_list("plan_id", flat=True)) == ["pro"]

@@ -269,3 +269,21 @@ def test_on_postgresql_two_syncs_of_one_row_run_one_after_the_other(autumn_emula
     assert first.finish().action == Action.UPDATED
     assert second.finish().action == Action.UNCHANGED
     assert len(autumn_emulator.requests("customers.update")) == 1
+
+
+def test_the_delete_of_a_confirmed_row_checks_its_version_in_the_same_statement(autumn_emulator, user):
+    """A user taking the row over between a read and a delete by pk would
+    lose it: the DELETE itself says which version it removes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    row = delete(user)
+    with CaptureQueriesContext(connection) as queries:
+        result = sync.sync(row.pk)
+    assert result.action == Action.DELETED
+    deletes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('DELETE FROM "autumn_django_customer"')
+    ]
+    assert len(deletes) == 1 and '"version"' in deletes[0]

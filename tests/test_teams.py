@@ -400,3 +400,91 @@ def test_the_system_check_reports_a_broken_source(autumn_settings):
 def test_link_values_use_the_text_of_the_key(owner):
     values = sync.link_values(owner)
     assert values["object_id"] == str(owner.pk) and values["content_type"].model == "user"
+
+
+def test_a_uuid_key_given_as_capital_hex_is_the_same_object(autumn_emulator, commit):
+    key = uuid.uuid4()
+    with commit():
+        Workspace.objects.create(id=key.hex.upper(), name="Studio")
+    with commit():
+        again = Workspace.objects.get(pk=key)
+        again.name = "Studio 2"
+        again.save()
+    assert list(Customer.objects.values_list("object_id", "state")) == [(str(key), "synced")]
+    assert autumn_emulator.customer(f"workspace:{key}")["name"] == "Studio 2"
+
+
+def test_autumn_sync_deletes_the_customer_of_a_team_deleted_without_signals(autumn_emulator, owner, commit):
+    with commit():
+        team = make_team(owner)
+    customer_id = f"team:{team.pk}"
+    Membership.objects.filter(team=team)._raw_delete(Membership.objects.db)
+    Team.objects.filter(pk=team.pk)._raw_delete(Team.objects.db)
+    assert "deleted 1" in run()
+    assert autumn_emulator.customer(customer_id) is None
+    assert not Customer.objects.filter(customer_id=customer_id).exists()
+
+
+def test_autumn_sync_retry_deletes_a_pending_row_whose_team_is_gone(autumn_emulator, owner, commit):
+    with commit():
+        team = make_team(owner)
+    row = Customer.objects.of(team).get()
+    Membership.objects.filter(team=team)._raw_delete(Membership.objects.db)
+    Team.objects.filter(pk=team.pk)._raw_delete(Team.objects.db)
+    Customer.objects.filter(pk=row.pk).update(state="pending")
+    assert "deleted 1" in run("--retry")
+    assert not Customer.objects.filter(pk=row.pk).exists()
+
+
+def test_a_team_left_out_of_its_sources_queryset_is_not_taken_for_deleted(
+    autumn_emulator, owner, commit, monkeypatch
+):
+    with commit():
+        team = make_team(owner)
+    monkeypatch.setattr(TeamSource, "get_queryset", lambda self: Team.objects.none())
+    assert "unchanged" in run() and autumn_emulator.customer(f"team:{team.pk}") is not None
+    assert Customer.objects.of(team).get().state == "synced"
+
+
+def test_with_keep_a_deleted_team_leaves_its_row_unlinked_and_no_failed_twin(
+    autumn_emulator, owner, commit, make_user, autumn_settings
+):
+    autumn_settings(DELETE_POLICY="keep")
+    with commit():
+        team = make_team(owner, members=[make_user("mia")])
+    customer_id = f"team:{team.pk}"
+    with commit():
+        team.delete()
+    rows = list(
+        Customer.objects.filter(customer_id__contains="team").values_list("customer_id", "object_id", "state")
+    )
+    assert rows == [(customer_id, None, "synced")]
+    assert autumn_emulator.customer(customer_id) is not None  # kept, as asked
+
+
+def test_a_proxy_models_save_is_seen(autumn_emulator, owner, commit):
+    from tests.teams.models import TeamProxy
+
+    with commit():
+        team = make_team(owner)
+    with commit():
+        proxy = TeamProxy.objects.get(pk=team.pk)
+        proxy.name = "Renamed through a proxy"
+        proxy.save()
+    assert autumn_emulator.customer(f"team:{team.pk}")["name"] == "Renamed through a proxy"
+
+
+def test_clearing_a_many_to_many_from_the_other_side_resyncs_the_customers(autumn_emulator, commit):
+    with commit():
+        workspace = Workspace.objects.create(name="Studio")
+        tag = Tag.objects.create(name="design")
+        workspace.tags.add(tag)
+    assert autumn_emulator.customer(f"workspace:{workspace.pk}")["metadata"]["tags"] == ["design"]
+    with commit():
+        tag.workspace_set.clear()
+    assert autumn_emulator.customer(f"workspace:{workspace.pk}")["metadata"]["tags"] == []
+
+
+def test_a_check_of_one_model_does_not_call_the_others_customers_orphans(autumn_emulator, quiet_objects):
+    run()
+    call_command("autumn_sync", "--check", "--model", "teams.Team", stdout=io.StringIO())  # exits 0: no drift

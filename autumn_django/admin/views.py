@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from .. import mapping, sources, sync
 from ..exceptions import AutumnError, MappingError, NotFound
-from ..models import Customer
+from ..models import Customer, active_plan_ids
 from ..sources import CustomerSource, UserSource
 from . import pagination
 from .helpers import (
@@ -92,9 +92,8 @@ def remote_created(customer: dict[str, Any]) -> datetime.datetime | None:
 
 
 def active_plans(customer: dict[str, Any]) -> list[str]:
-    return [
-        sub.get("plan_id", "") for sub in customer.get("subscriptions") or [] if sub.get("status") == "active"
-    ]
+    """The plans shown for one of Autumn's customers: the mirror's rule."""
+    return active_plan_ids(customer)
 
 
 def shown(value: Any, *, capitalise: bool = False) -> Any:

@@ -33,3 +33,8 @@ class Workspace(models.Model):
 
 class Tag(models.Model):
     name = models.CharField(max_length=50)
+
+
+class TeamProxy(Team):
+    class Meta:
+        proxy = True
