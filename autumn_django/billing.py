@@ -50,18 +50,33 @@ def store(customers: Iterable[tuple[int, dict[str, Any] | None]], using: str = "
     plans: list[CustomerPlan] = []
     features: list[CustomerFeature] = []
     for pk, data in pairs:
-        data = data if isinstance(data, dict) else {}
-        for kind, key in (("subscription", "subscriptions"), ("purchase", "purchases")):
-            entries = data.get(key)
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, dict) and isinstance(entry.get("plan_id"), str):
-                    plans.append(CustomerPlan.from_remote(pk, kind, entry))
-        for kind, key in (("balance", "balances"), ("flag", "flags")):
-            entries = data.get(key)
-            seen: set[str] = set()
-            for feature_id, entry in entries.items() if isinstance(entries, dict) else []:
-                if isinstance(entry, dict) and isinstance(feature_id, str) and feature_id[:255] not in seen:
-                    seen.add(feature_id[:255])
-                    features.append(CustomerFeature.from_remote(pk, kind, feature_id, entry))
+        more_plans, more_features = rows_of(pk, data)
+        plans += more_plans
+        features += more_features
     CustomerPlan.objects.using(using).bulk_create(plans)
     CustomerFeature.objects.using(using).bulk_create(features)
+
+
+def rows_of(pk: int | None, data: Any) -> tuple[list[CustomerPlan], list[CustomerFeature]]:
+    """The plan and feature rows (unsaved) for one of Autumn's customer
+    objects: what :func:`store` writes, and what the admin shows with no
+    query. A feature id is kept once, as the table's unique key needs."""
+    data = data if isinstance(data, dict) else {}
+    plans: list[CustomerPlan] = []
+    features: list[CustomerFeature] = []
+    for kind, key in (
+        (CustomerPlan.Kind.SUBSCRIPTION, "subscriptions"),
+        (CustomerPlan.Kind.PURCHASE, "purchases"),
+    ):
+        entries = data.get(key)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("plan_id"), str):
+                plans.append(CustomerPlan.from_remote(pk, kind, entry))  # type: ignore[arg-type]
+    for kind, key in ((CustomerFeature.Kind.BALANCE, "balances"), (CustomerFeature.Kind.FLAG, "flags")):
+        entries = data.get(key)
+        seen: set[str] = set()
+        for feature_id, entry in entries.items() if isinstance(entries, dict) else []:
+            if isinstance(entry, dict) and isinstance(feature_id, str) and feature_id[:255] not in seen:
+                seen.add(feature_id[:255])
+                features.append(CustomerFeature.from_remote(pk, kind, feature_id, entry))  # type: ignore[arg-type]
+    return plans, features

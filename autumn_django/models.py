@@ -226,7 +226,6 @@ class Customer(models.Model):
         """The row's columns for one of Autumn's customer objects (validated
         by the client). The text columns are display copies, cut to what
         the columns hold; ``data`` keeps Autumn's answer whole."""
-        created = customer.get("created_at")
         return {
             "customer_id": customer.get("id"),
             "env": customer.get("env"),
@@ -235,11 +234,7 @@ class Customer(models.Model):
             "fingerprint": _display(customer.get("fingerprint"), 255),
             "stripe_id": _display(customer.get("stripe_id"), 255),
             "metadata": customer.get("metadata") or {},
-            "remote_created_at": (
-                datetime.datetime.fromtimestamp(created / 1000, tz=datetime.timezone.utc)
-                if isinstance(created, (int, float)) and not isinstance(created, bool)
-                else None
-            ),
+            "remote_created_at": _moment(customer.get("created_at")),
             "data": customer,
             "synced_at": timezone.now(),
         }

@@ -252,20 +252,15 @@ def source_object(row: Customer) -> Any:
     """The object ``row`` is for, read through its source's queryset (with the
     ``select_related`` the mapping needs), or None: deleted, unlinked, or of a
     model no longer registered."""
-    if row.object_id is None:
-        return None
-    source = sources.registry().for_content_type_id(row.content_type_id)
-    if source is None:
-        return None
-    obj = next(iter(source.get_queryset().filter(pk=row.object_id).order_by()[:1]), None)
-    if obj is None:  # gone, or only left out of the source's queryset (archived): not the same
-        obj = source.model_class._base_manager.filter(pk=row.object_id).first()
+    [(_, obj)] = with_sources([row])
     Customer.source.set_cached_value(row, obj)  # type: ignore[attr-defined]
     return obj
 
 
 def with_sources(rows: list[Customer]) -> list[tuple[Customer, Any]]:
-    """``rows`` with their objects, read in one query per model."""
+    """``rows`` with their objects, read in one query per model through the
+    sources' querysets; an object only left out of its source's queryset
+    (archived) is read with the model's base manager, not taken for gone."""
     wanted: dict[int, list[Customer]] = {}
     for row in rows:
         if row.object_id is not None and row.content_type_id is not None:

@@ -16,7 +16,7 @@ from django.db import models
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
-from .. import conf, sources, sync
+from .. import billing, conf, sources, sync
 from ..client import AutumnClient, get_client
 from ..exceptions import AutumnAPIError, AutumnError
 from ..models import Customer, CustomerFeature, CustomerPlan
@@ -148,28 +148,4 @@ def billing_rows(row: Customer) -> tuple[list[CustomerPlan], list[CustomerFeatur
     Autumn's last answer (``data``) by the rules ``billing.store`` writes
     the tables with: the change page shows what the JSON under it says,
     with no query, also for a row stored before the tables existed."""
-    data = row.data if isinstance(row.data, dict) else {}
-    plans = [
-        CustomerPlan.from_remote(row.pk, kind, entry)
-        for kind, key in (
-            (CustomerPlan.Kind.SUBSCRIPTION, "subscriptions"),
-            (CustomerPlan.Kind.PURCHASE, "purchases"),
-        )
-        for entry in _list(data.get(key))
-        if isinstance(entry, dict) and isinstance(entry.get("plan_id"), str)
-    ]
-    features = [
-        CustomerFeature.from_remote(row.pk, kind, feature_id, entry)
-        for kind, key in ((CustomerFeature.Kind.BALANCE, "balances"), (CustomerFeature.Kind.FLAG, "flags"))
-        for feature_id, entry in _dict(data.get(key)).items()
-        if isinstance(feature_id, str) and isinstance(entry, dict)
-    ]
-    return plans, features
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[Any, Any]:
-    return value if isinstance(value, dict) else {}
+    return billing.rows_of(row.pk, row.data)
