@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
+import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -74,6 +77,8 @@ class Summary:
     interrupted: bool = False
     #: The most requests the run kept in flight (adaptive, up to --concurrency).
     concurrency: int = 0
+    #: The processes the run took (``autumn_sync --processes``).
+    processes: int = 1
 
     @property
     def failed(self) -> int:
@@ -92,6 +97,17 @@ class Summary:
         self.duration = time.monotonic() - self.started
         return self
 
+    def add(self, data: Mapping[str, Any]) -> None:
+        """Count in another run's summary, as :meth:`as_dict` (and
+        ``autumn_sync --json``) gave it: a shard's, run by another process."""
+        for name in (*ACTION_WORDS, *EXTRA_WORDS):
+            self.counts[ACTION_WORDS.get(name, name)] += int(data.get(name) or 0)
+        self.calls.update(data.get("api_calls") or {})
+        self.errors.extend(data.get("errors", [])[: max(0, 1000 - len(self.errors))])
+        self.interrupted = self.interrupted or bool(data.get("interrupted"))
+        # In flight at once across the processes: at most the sum of theirs.
+        self.concurrency += int(data.get("concurrency") or 0)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "created": self.counts[Action.CREATED],
@@ -105,13 +121,64 @@ class Summary:
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "concurrency": self.concurrency,
+            "processes": self.processes,
             "errors": self.errors,
         }
 
 
+#: The counts of :meth:`Summary.as_dict`, by their names there.
+ACTION_WORDS = {
+    "created": Action.CREATED,
+    "updated": Action.UPDATED,
+    "unchanged": Action.UNCHANGED,
+    "deleted": Action.DELETED,
+    "failed": Action.FAILED,
+    "skipped": Action.SKIPPED,
+}
+#: The counts of a mode's own that a summary may hold.
+EXTRA_WORDS = ("would_create", "would_update", "would_delete", "refreshed", "linked")
+
 #: The most requests ``autumn_sync`` keeps in flight unless ``--concurrency``
 #: says otherwise: at 150 ms an answer, enough for about 1,700 calls a second.
 MAX_CONCURRENCY = 256
+#: Objects for each process before ``autumn_sync --processes auto`` starts
+#: another: starting one costs about a second (Django's own start-up).
+OBJECTS_PER_PROCESS = 2_000
+#: The most processes ``--processes auto`` starts.
+MAX_PROCESSES = 8
+
+
+def shard_of(key: Any, count: int) -> int:
+    """Which of ``count`` shards (1 to ``count``) the object with this
+    primary key belongs to: the same in every process and on every machine."""
+    return zlib.crc32(str(key).encode()) % count + 1
+
+
+#: A container's CPU quota (cgroup v2): "max 100000", or "200000 100000" for two CPUs.
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, within its container's
+    CPU quota (cgroup v2), at least one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = CPU_QUOTA.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, int(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def processes_for(total: int) -> int:
+    """How many processes ``autumn_sync --processes auto`` runs ``total``
+    objects in: one per CPU (:func:`available_cpus`; a bulk run is bound by
+    the interpreter, not the network, once its concurrency has grown), at
+    most :data:`MAX_PROCESSES`, and one for every :data:`OBJECTS_PER_PROCESS`."""
+    return max(1, min(available_cpus(), MAX_PROCESSES, total // OBJECTS_PER_PROCESS))
+
+
 #: Where the adaptive concurrency starts (and never goes under 1).
 START_CONCURRENCY = 16
 
@@ -200,8 +267,15 @@ class BulkSync:
         dry_run: bool = False,
         report: Callable[[str], None] | None = None,
         advance: Callable[[int, int], None] | None = None,
+        shard: tuple[int, int] = (1, 1),
     ) -> None:
+        number, count = shard
+        if not 1 <= number <= count:
+            raise ValueError(f"shard {number} of {count} does not exist: the first is 1 of {count}.")
         self.client = client
+        #: ``(K, N)``: this run takes the K-th of every N chunks of each
+        #: source (``autumn_sync --shard K/N``); ``(1, 1)``: all of them.
+        self.shard = shard
         self.concurrency = concurrency
         #: Requests in flight, adapted between 1 and ``concurrency``.
         self.adaptive = AdaptiveConcurrency(concurrency)
@@ -260,7 +334,7 @@ class BulkSync:
         self, objects: QuerySet[Any], *, force: bool = False, missing: Collection[str] = ()
     ) -> None:
         content_type = ContentType.objects.get_for_model(objects.model)
-        for chunk in chunks(objects.iterator(chunk_size=self.batch_size), self.batch_size):
+        for chunk in self._own_chunks(objects):
             rows = {
                 row.object_id: row
                 # The JSON columns are read only for the rows that push (_run).
@@ -269,6 +343,23 @@ class BulkSync:
                 ).defer("data", "metadata")
             }
             self._run([(rows.get(str(obj.pk)), obj) for obj in chunk], force=force, missing=missing)
+
+    def _own_chunks(self, objects: QuerySet[Any]) -> Iterator[list[Any]]:
+        """The chunks of ``objects`` (ordered by primary key) this run takes:
+        all, or with a shard, those of its keys (by a hash of each key, so
+        that an object made or deleted while the shards run moves no other
+        object to another shard), found from a scan of the keys alone so
+        that no process loads the others' objects."""
+        number, count = self.shard
+        if count == 1:
+            yield from chunks(objects.iterator(chunk_size=self.batch_size), self.batch_size)
+            return
+        keys = objects.values_list("pk", flat=True).iterator(chunk_size=self.batch_size * count)
+        own = (key for key in keys if shard_of(key, count) == number)
+        # A union of querysets cannot be filtered: its objects are read by key.
+        every = objects.model._base_manager.order_by("pk") if objects.query.combinator else objects
+        for chunk in chunks(own, self.batch_size):
+            yield list(every.filter(pk__in=chunk))
 
     def retry(self) -> Summary:
         """The outbox: rows still pending or deleting, and failed rows whose

@@ -925,10 +925,17 @@ def get_client(**overrides: Any) -> AutumnClient:
     return client
 
 
-def bulk_client(concurrency: int) -> AutumnClient:
+def bulk_client(concurrency: int, *, share: int = 1) -> AutumnClient:
     """A new client for bulk work (``autumn_sync``, its tasks): a pooled
     connection for each of ``concurrency`` threads, and paced to
-    ``AUTUMN["RATE_LIMITS"]`` (Autumn's published limits less 10% unless set)."""
+    ``AUTUMN["RATE_LIMITS"]`` (Autumn's published limits less 10% unless set).
+
+    ``share``: the client of one of that many processes of one
+    ``autumn_sync``. Without ``RATE_LIMIT_STORE`` (or while Redis cannot be
+    reached) each paces itself to its share of the budget, so that together
+    they keep to it; with it, they share the one budget in Redis as every
+    process of the site does."""
     settings = conf.load()
+    pacer = pacing.pacer_for(settings, share=share)
     # autumn_sync waits for its slots as long as it takes (pacing_wait None).
-    return client_from_settings(settings, pool_size=concurrency, pacing_wait=None)
+    return client_from_settings(settings, pool_size=concurrency, pacing_wait=None, pacer=pacer)

@@ -307,12 +307,17 @@ def _function(value: Any) -> Callable[[Any], Any] | None:
     return import_string(value) if isinstance(value, str) else value
 
 
+def autumn_limits(api_version: str) -> dict[str, float]:
+    """Autumn's published limits per route for the version, in calls a second."""
+    version = contract.parse_api_version(api_version) or contract.MIN_SUPPORTED_VERSION
+    return {route: contract.per_second_limit(route, version) for route in contract.ROUTES}
+
+
 def rate_limits(api_version: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Client-side pacing per route: Autumn's published per-second limits
     for the version, less 10% so that timing jitter on the way does not tip
     one of Autumn's windows over, with ``overrides`` on top."""
-    version = contract.parse_api_version(api_version) or contract.MIN_SUPPORTED_VERSION
-    limits = {route: contract.per_second_limit(route, version) * 0.9 for route in contract.ROUTES}
+    limits = {route: limit * 0.9 for route, limit in autumn_limits(api_version).items()}
     limits.update(overrides or {})
     return limits
 

@@ -47,7 +47,7 @@ from .exceptions import NoCallSlot
 
 try:  # the "shared-pacing" extra: pip install 'autumn-django[shared-pacing]'
     import redis
-    from pyrate_limiter import GCRA, Limiter, Rate, RedisStateStore, StateBucket
+    from pyrate_limiter import GCRA, Rate, RedisStateStore
 except ImportError:  # pragma: no cover - checked by autumn_django.E001 when the store is set
     redis = None  # type: ignore[assignment]
 
@@ -146,10 +146,29 @@ class LocalPacer:
             self._paused[route] = max(self._paused.get(route, 0.0), until)
 
 
-#: Kept under Autumn's one-second windows by spacing, with a burst of at
-#: most this share of a second's calls (at least one): a high limit (4,000 a
-#: second) needs a small burst, as a slot is decided per millisecond.
+#: A high limit (4,000 a second) needs a burst, as a slot is decided per
+#: millisecond: at least this share of a second's calls.
 BURST_SECONDS = 0.005
+
+
+def burst(rate: float, ceiling: float | None = None) -> int:
+    """How many calls the shared budget lets through at once.
+
+    Spaced ``1 / rate`` apart with a burst of ``b``, a one-second window
+    holds at most ``b - 1 + ceil(rate)`` calls. A burst of one would keep it
+    at the rate, but then every call that comes late for its slot (a wake up
+    after the slot, a round trip to Redis) loses that time for good, and
+    four processes sharing 22.5 a second deliver 22 (measured). So the burst
+    takes the room the budget leaves under Autumn's own limit (``ceiling``),
+    less one call for the network's jitter, and no more than a tenth of the
+    budget's own second (a site that lowers a rate to leave room for another
+    of its organisation's apps keeps that room): 2 for updates (22.5 of 25:
+    at most 24 calls in any window), 1 for lists (4.5 of 5) and for any rate
+    under 20 a second."""
+    room = math.floor(ceiling) - math.ceil(rate) if ceiling else 1
+    return max(1, math.floor(rate * BURST_SECONDS), min(room, math.floor(rate / 10)))
+
+
 #: How long a process keeps to its own pacing after Redis failed it.
 REDIS_RETRY_AFTER = 30.0
 #: How often the fall back is logged, at most.
@@ -160,8 +179,12 @@ class SharedPacer:
     """Paces every process that shares one Redis (see the module's text).
 
     ``limits`` are calls a second per route; ``scope`` keeps organisations
-    (or test runs) apart in Redis. Connection and read timeouts are short:
-    a slow Redis must not stall the site's saves."""
+    (or test runs) apart in Redis; ``ceilings`` are Autumn's own limits per
+    route, which the budget's bursts stay under (see :func:`burst`).
+    Connection and read timeouts are short: a slow Redis must not stall the
+    site's saves. The slots are kept on the wall clock (milliseconds since
+    the epoch), so machines sharing one budget need their clocks in step
+    (NTP keeps them within a few milliseconds)."""
 
     def __init__(
         self,
@@ -169,6 +192,7 @@ class SharedPacer:
         limits: Mapping[str, float],
         *,
         scope: str,
+        ceilings: Mapping[str, float] | None = None,
         fallback: LocalPacer | None = None,
         may_sleep: Callable[[], bool] = lambda: not in_transaction(),
     ) -> None:
@@ -180,19 +204,12 @@ class SharedPacer:
         self._redis_errors = (redis.RedisError, OSError)
         self._fallback = fallback or LocalPacer(limits, may_sleep=may_sleep)
         self._may_sleep = may_sleep
-        self._limiters: dict[str, Any] = {}
+        self._buckets: dict[str, tuple[Any, list[Any]]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._warned_at = -math.inf
-        self._make = lambda route, rate: Limiter(
-            StateBucket(
-                # Integer rates: calls per 100 s, so 22.5 a second is exact.
-                [Rate(max(1, round(rate * 100)), 100_000, burst=max(1, math.floor(rate * BURST_SECONDS)))],
-                algorithm=GCRA(),
-                store=RedisStateStore(self._redis, self.key(route)),
-            ),
-            buffer_ms=1,
-        )
+        self._ceilings = dict(ceilings or {})
+        self._gcra = GCRA()
 
     def key(self, route: str, kind: str = "slots") -> str:
         return f"autumn:pacing:{self.scope}:{kind}:{route}"
@@ -215,27 +232,33 @@ class SharedPacer:
             self._sit_out_pause(route, allowed, started)
             if not rate:
                 return
-            self._take_slot(route, rate, allowed, started, why)
             # A 429 may have come while this call waited for its slot: then
             # the slot is given up, and the call waits out the pause first.
-            if not self._paused_for(route):
+            if not self._take_slot(route, rate, allowed, started, why) or not self._paused_for(route):
                 return
 
-    def _take_slot(self, route: str, rate: float, allowed: float | None, started: float, why: str) -> None:
-        """Ask Redis for a slot until one is free, on a fresh clock each time.
+    def _take_slot(self, route: str, rate: float, allowed: float | None, started: float, why: str) -> bool:
+        """Ask Redis for a slot until one is free; True if that took a wait.
 
-        Not pyrate-limiter's own blocking wait: it moves a waiting call's
-        time on by what it slept rather than reading the clock, so a process
-        that waits loses every slot to one that just came back from a call
-        (measured: three of four workers starved for a minute)."""
-        limiter = self._limiter(route, rate)
-        step = max(1 / rate, 0.001)
-        while not limiter.try_acquire(route, blocking=False):
+        Each refusal says when the next slot falls due, so a waiting call
+        asks again then, on a fresh clock: not pyrate-limiter's blocking
+        wait, which moves a waiting call's time on by what it slept rather
+        than reading the clock, so that a process that waits loses every slot
+        to one just back from a call (measured: three of four workers starved
+        for a minute). A small random delay on top spreads the processes
+        woken for one slot."""
+        store, rates = self._bucket(route, rate)
+        waited = False
+        while True:
+            decision = store.check(self._gcra, rates, time.time_ns() // 1_000_000, 1)
+            if decision.allowed:
+                return waited
+            due = (decision.retry_after_ms or 1) / 1000 + random.uniform(0, 0.001)
             left = None if allowed is None else allowed - (time.monotonic() - started)
-            if left is not None and left <= 0:
-                raise _refuse(route, allowed or 0.0, why)
-            pause = step * random.uniform(0.5, 1.0)
-            time.sleep(pause if left is None else min(pause, left))
+            if left is not None and due > left:
+                raise _refuse(route, time.monotonic() - started + due, why)
+            time.sleep(due)
+            waited = True
 
     def _paused_for(self, route: str) -> float:
         left = self._redis.pttl(self.key(route, "pause"))
@@ -249,14 +272,18 @@ class SharedPacer:
             raise _refuse(route, wait, "Autumn answered 429 and asked every process to wait")
         time.sleep(wait)
 
-    def _limiter(self, route: str, rate: float) -> Any:
-        limiter = self._limiters.get(route)
-        if limiter is None:
+    def _bucket(self, route: str, rate: float) -> tuple[Any, list[Any]]:
+        """pyrate-limiter's GCRA state for ``route`` in Redis, and its rate."""
+        bucket = self._buckets.get(route)
+        if bucket is None:
             with self._lock:
-                limiter = self._limiters.get(route)
-                if limiter is None:
-                    limiter = self._limiters[route] = self._make(route, rate)
-        return limiter
+                bucket = self._buckets.get(route)
+                if bucket is None:
+                    # Integer rates: calls per 100 s, so 22.5 a second is exact.
+                    most = burst(rate, self._ceilings.get(route))
+                    limit = Rate(max(1, round(rate * 100)), 100_000, burst=most)
+                    bucket = self._buckets[route] = (RedisStateStore(self._redis, self.key(route)), [limit])
+        return bucket
 
     def pause(self, route: str, seconds: float) -> None:
         """Every process waits ``seconds`` before calling ``route`` again."""
@@ -298,22 +325,35 @@ _pacers: dict[tuple[Any, ...], Pacer] = {}
 _pacers_lock = threading.Lock()
 
 
-def pacer_for(settings: conf.AutumnSettings) -> Pacer | None:
+def pacer_for(settings: conf.AutumnSettings, *, share: int = 1) -> Pacer | None:
     """The process's pacer for these settings (None when ``RATE_LIMITS`` is
     False): one per budget, shared by every client of the process (the
-    tasks', the admin's, ``autumn_sync``'s), so that they pace together."""
+    tasks', the admin's, ``autumn_sync``'s), so that they pace together.
+
+    ``share``: this process is one of that many of one ``autumn_sync``
+    started together: alone, or when Redis cannot be reached, it paces
+    itself to its share of the budget, so that together they keep to it."""
     if settings.rate_limits is None:
         return None
     scope = scope_of(settings.secret_key, settings.rate_limit_scope)
-    key = (scope, settings.rate_limit_store, tuple(sorted(settings.rate_limits.items())))
+    limits = settings.rate_limits
+    key = (scope, settings.rate_limit_store, settings.api_version, tuple(sorted(limits.items())), share)
     pacer = _pacers.get(key)
     if pacer is None:
         with _pacers_lock:
             pacer = _pacers.get(key)
             if pacer is None:
-                limits = settings.rate_limits
                 store = settings.rate_limit_store
+                alone = LocalPacer({route: rate / share for route, rate in limits.items() if rate})
                 pacer = _pacers[key] = (
-                    SharedPacer(store, limits, scope=scope) if store else LocalPacer(limits)
+                    SharedPacer(
+                        store,
+                        limits,
+                        scope=scope,
+                        ceilings=conf.autumn_limits(settings.api_version),
+                        fallback=alone,
+                    )
+                    if store
+                    else alone
                 )
     return pacer

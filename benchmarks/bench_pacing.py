@@ -267,6 +267,9 @@ def serve_emulator(argv: list[str]) -> None:
 
     cli.build_emulator = counting
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # Stopped with SIGINT, which a shell ignores in the jobs it starts in the
+    # background (and so in this process, its grandchild).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.serve(options)
 
 
@@ -559,8 +562,8 @@ class Bench:
         emulator = Emulator(self.scratch, self.options.initial_latency_ms, label)
         try:
             args = ["autumn_sync", "--json", "--no-fail-on-error"]
-            if concurrency:
-                args += ["--concurrency", str(concurrency)]
+            if concurrency:  # as before this round: one process, a fixed number of threads
+                args += ["--concurrency", str(concurrency), "--processes", "1"]
             print(f"  {label}: measuring {users} users...", flush=True)
             emulator_cpu = emulator.proc.cpu_now()
             t0 = time.time()
@@ -584,6 +587,7 @@ class Bench:
             "created": summary["created"],
             "failed": summary["failed"],
             "highest_concurrency": summary["concurrency"],
+            "processes": summary.get("processes", 1),
             "answers_429": windows["answers_429"],
             "cpu_s": usage["cpu_s"],
             "cpu_ms_per_user": round(usage["cpu_s"] * 1000 / users, 2),
@@ -681,6 +685,7 @@ INITIAL_COLUMNS = [
     ("seconds", "s"),
     ("users_per_s", "users/s"),
     ("highest_concurrency", "highest in flight"),
+    ("processes", "processes"),
     ("created", "created"),
     ("failed", "failed"),
     ("answers_429", "429s"),

@@ -34,7 +34,11 @@ def main() -> None:
     parser.add_argument("--start-at", type=float, default=0.0, help="time.time() to start at")
     options = parser.parse_args()
     limits = conf.rate_limits("2.1")
-    pacer = SharedPacer(options.redis, limits, scope=options.scope) if options.redis else LocalPacer(limits)
+    pacer = (
+        SharedPacer(options.redis, limits, scope=options.scope, ceilings=conf.autumn_limits("2.1"))
+        if options.redis
+        else LocalPacer(limits)
+    )
     client = AutumnClient(options.key, base_url=options.url, max_retries=0, pacer=pacer, pacing_wait=None)
     seen: Counter[str] = Counter()
     lock = threading.Lock()

@@ -17,7 +17,14 @@ AUTUMN = {
     **AUTUMN,  # noqa: F405
     **{
         name: os.environ[f"AUTUMN_{name}"]
-        for name in ("SECRET_KEY", "BASE_URL", "TASK_BACKEND")
+        for name in ("SECRET_KEY", "BASE_URL", "TASK_BACKEND", "RATE_LIMIT_STORE")
         if f"AUTUMN_{name}" in os.environ
     },
 }
+
+if os.environ.get("AUTUMN_TEST_LOG_TO_STDOUT"):  # as a site logging for its containers does
+    LOGGING = {
+        "version": 1,
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+        "root": {"handlers": ["stdout"], "level": "WARNING"},
+    }

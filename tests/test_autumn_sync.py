@@ -468,6 +468,34 @@ def test_enqueue_cannot_be_a_dry_run(autumn_emulator):
         run("--enqueue", "--dry-run")
 
 
+def test_a_chunk_task_past_its_time_limit_hands_the_rest_on_as_a_new_task(autumn_emulator, monkeypatch):
+    """So that no job timeout (RQ's 180 s) stops a chunk whose workers wait
+    their turn for a shared budget: what was done is recorded, the rest
+    is enqueued (the immediate backend runs it at once)."""
+    from autumn_django import tasks
+
+    users = existing_users(7)
+    monkeypatch.setattr(tasks, "CHUNK_STEP", 3)
+    monkeypatch.setattr(tasks, "CHUNK_TIME_LIMIT", 0.0)
+    handed_on = []
+    enqueue = tasks.configured
+
+    class Recording:
+        def __init__(self, task):
+            self.task = task
+
+        def enqueue(self, model, pks, *rest):
+            handed_on.append(len(pks))
+            return self.task.enqueue(model, pks, *rest)
+
+    monkeypatch.setattr(tasks, "configured", lambda task_=None, **kw: Recording(enqueue(task_, **kw)))
+    result = tasks.sync_objects.call("auth.user", [user.pk for user in users])
+    assert (result["created"], result["handed_on"]) == (3, 4)
+    assert handed_on == [4, 1]  # 3 done, 4 handed on; of those 3 done, 1 handed on
+    creates = autumn_emulator.requests("customers.get_or_create")
+    assert len(creates) == 7 and Customer.objects.filter(state="synced").count() == 7
+
+
 def test_enqueue_with_the_immediate_backend_runs_each_chunk(autumn_emulator):
     existing_users(25)
     assert "Enqueued 3 chunk tasks of up to 10 objects" in run("--enqueue", "--batch-size", "10")
@@ -501,3 +529,104 @@ def test_a_push_that_makes_no_call_is_reported_unchanged_not_updated(autumn_emul
     output = run()
     assert "unchanged 1" in output and "updated 0" in output
     assert "API calls: customers.get 1" not in output and "API calls: none" in output
+
+
+# --- one push in several processes -----------------------------------------------------------
+
+
+def test_shards_split_a_push_between_runs_without_overlap(autumn_emulator):
+    from autumn_django.bulk import shard_of
+
+    users = existing_users(10)
+    first = {str(user.pk) for user in users if shard_of(user.pk, 2) == 1}
+    assert 0 < len(first) < 10
+    assert f"created {len(first)}" in run("--shard", "1/2", "--batch-size", "2")
+    assert {c["id"] for c in autumn_emulator.customers()} == first
+    assert f"created {10 - len(first)}" in run("--shard", "2/2", "--batch-size", "2")
+    creates = [e for e in autumn_emulator.requests() if e.route == "customers.get_or_create"]
+    assert len(creates) == 10 and len(autumn_emulator.customers()) == 10  # each once
+    assert Customer.objects.filter(state="synced").count() == 10
+
+
+def test_an_object_deleted_between_two_shards_moves_no_other_object(autumn_emulator, commit):
+    """A shard takes objects by a hash of their keys, not by their place in
+    the list: a delete (or a new object) between two machines' runs skips
+    or repeats nothing."""
+    from autumn_django.bulk import shard_of
+
+    users = existing_users(12)
+    every = sorted(str(user.pk) for user in users)
+    run("--shard", "1/2", "--batch-size", "2")
+    doomed = next(user for user in users if shard_of(user.pk, 2) == 1)
+    with disable_sync():
+        doomed.delete()
+    run("--shard", "2/2", "--batch-size", "2")
+    creates = [e.body["customer_id"] for e in autumn_emulator.requests("customers.get_or_create")]
+    assert sorted(creates) == every  # each once, none skipped
+
+
+def test_a_shard_of_a_union_reads_its_objects_by_key(autumn_emulator):
+    from autumn_django import bulk
+    from autumn_django.client import bulk_client
+
+    users = existing_users(6)
+    User = get_user_model()
+    union = User.objects.filter(pk__lte=users[2].pk).union(User.objects.filter(pk__gt=users[2].pk))
+    summaries = []
+    for number in (1, 2):
+        runner = bulk.BulkSync(bulk_client(4), batch_size=2, shard=(number, 2))
+        summaries.append(runner.push([union.order_by("pk")], include_deleting=False).as_dict()["created"])
+    assert sum(summaries) == 6 and len(autumn_emulator.customers()) == 6
+
+
+def test_only_the_first_shard_deletes_the_customers_of_rows_left_deleting(autumn_emulator, commit):
+    users = existing_users(2)
+    run()
+    autumn_emulator.fail_next(50, "customers.delete", status=503)
+    gone = str(users[0].pk)
+    with commit():
+        users[0].delete()
+    assert Customer.objects.get(object_id__isnull=True).state == "deleting"
+    autumn_emulator.fail_rate = 0
+    autumn_emulator.reset()
+    autumn_emulator.add_customer(id=gone)
+    run("--shard", "2/2")
+    assert autumn_emulator.customer(gone) is not None
+    assert "deleted 1" in run("--shard", "1/2")
+    assert autumn_emulator.customer(gone) is None and Customer.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shard", "3/2"], "is not K/N"),
+        (["--shard", "0/2"], "is not K/N"),
+        (["--shard", "half"], "is not K/N"),
+        (["--processes", "0"], "is not a number of processes"),
+        (["--processes", "2", "--retry"], "go with a push"),
+        (["--shard", "1/2", "--enqueue"], "go with a push"),
+        (["--processes", "2", "--enqueue"], "go with a push"),
+        (["--shard", "1/2", "--check"], "go with a push"),
+        (["--shard", "1/2", "--limit", "3"], "without --limit"),
+        (["--processes", "2", "--users", "1"], "a push of whole sources"),
+        (["--processes", "2", "--dry-run"], "a push of whole sources"),
+    ],
+)
+def test_processes_and_shards_refuse_what_they_cannot_do(autumn_emulator, args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
+def test_auto_runs_a_small_push_in_this_process(autumn_emulator, monkeypatch):
+    existing_users(3)
+    monkeypatch.setattr("subprocess.Popen", None)  # starting a process would fail
+    assert "created 3" in run()
+
+
+def test_auto_runs_in_one_process_on_sqlite_which_takes_one_writer_at_a_time(autumn_emulator, monkeypatch):
+    from autumn_django import bulk
+
+    existing_users(3)
+    monkeypatch.setattr(bulk, "processes_for", lambda total: 4)  # as for a push of many
+    monkeypatch.setattr("subprocess.Popen", None)
+    assert json.loads(run("--json"))["processes"] == 1

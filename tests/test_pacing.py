@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -262,3 +263,34 @@ def test_processes_waiting_on_the_shared_budget_each_get_their_share():
         thread.join()
     total = sum(counts.values())
     assert total <= 20 * 3 + 4 and min(counts[n] for n in range(4)) >= total * 0.1, counts
+
+
+def test_the_shared_budgets_bursts_keep_every_window_one_call_under_autumns_limit():
+    """Spaced 1/rate apart, a window holds ceil(rate) calls; a burst adds
+    calls only where that leaves one under Autumn's limit."""
+    for version in ("2.1", "2.2", "2.3"):
+        ceilings = conf.autumn_limits(version)
+        for route, rate in conf.rate_limits(version).items():
+            most_in_a_window = pacing.burst(rate, ceilings[route]) - 1 + math.ceil(rate)
+            assert most_in_a_window <= max(ceilings[route] - 1, math.ceil(rate)), (version, route, rate)
+    assert pacing.burst(22.5, 25) == 2  # updates: 24 at most in a window
+    assert pacing.burst(4.5, 5) == 1  # lists at 2.1: strictly spaced
+    assert pacing.burst(25, 25) == 1  # a budget set to the limit itself leaves no room
+    assert pacing.burst(12, 25) == 1  # a site's lower rate keeps the room it left
+    assert pacing.burst(1000, 4000) == 100  # a tenth of its second, not Autumn's 3,000 spare
+
+
+def test_the_shared_budget_lets_its_burst_through_and_spaces_the_rest():
+    """A call that comes late for its slot keeps the time it lost (the
+    burst), so four processes sharing 22.5 a second get 22.5, not 22."""
+    redis_or_skip()
+    pacer = SharedPacer(
+        REDIS_URL, {"customers.update": 22.5}, scope=uuid.uuid4().hex, ceilings={"customers.update": 25}
+    )
+    started = time.monotonic()
+    pacer.wait("customers.update")
+    pacer.wait("customers.update")
+    burst_took = time.monotonic() - started
+    pacer.wait("customers.update")
+    third_at = time.monotonic() - started
+    assert burst_took < 0.03 and third_at >= 1 / 22.5 - 0.002, (burst_took, third_at)

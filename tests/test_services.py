@@ -48,7 +48,7 @@ def test_database_workers_on_postgresql_never_lose_the_later_change_and_retry_la
     a failed sync re-enqueued for its next_attempt_at, and autumn_sync
     --enqueue done by a worker."""
     require(("PostgreSQL", PG))
-    run_services_tests("not rq and not soak", 4)
+    run_services_tests("not rq and not soak", 10)
 
 
 def test_the_engine_tests_pass_on_postgresql():

@@ -4,6 +4,7 @@ pytest of its own, with tests/settings_services.py)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import subprocess
@@ -220,3 +221,154 @@ def test_autumn_sync_enqueue_is_done_by_a_database_worker(
     run_db_worker_batch(autumn_emulator_server, settings)
     assert len(autumn_emulator_server.emulator.customers()) == 45
     assert Customer.objects.filter(state="synced").count() == 45
+
+
+def test_autumn_sync_in_several_processes_pushes_each_object_once(
+    autumn_emulator_server, django_user_model, settings, monkeypatch
+):
+    """--processes 3: three processes of the command, each taking every
+    third batch and a third of the budget; one summary, one progress."""
+    from django.core.management import call_command
+
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        django_user_model.objects.bulk_create(
+            [django_user_model(username=f"proc{n}", email=f"proc{n}@example.com") for n in range(70)]
+        )
+    for name, value in worker_env(autumn_emulator_server, settings).items():
+        monkeypatch.setenv(name, value)  # what the processes it starts read
+    out, err = io.StringIO(), io.StringIO()
+    call_command("autumn_sync", "--processes", "3", "--batch-size", "10", "--json", stdout=out, stderr=err)
+    summary = json.loads(out.getvalue())
+    assert (summary["created"], summary["failed"]) == (70, 0), summary
+    assert summary["api_calls"] == {"customers.get_or_create": 70}
+    creates = [e for e in autumn_emulator_server.emulator.requests() if e.route == "customers.get_or_create"]
+    assert len(creates) == 70 and len(autumn_emulator_server.emulator.customers()) == 70
+    assert Customer.objects.filter(state="synced").count() == 70
+    assert "70/70 100%" in err.getvalue()  # the processes' progress, added up
+
+
+def test_a_process_that_dies_fails_the_push_with_its_last_lines(
+    autumn_emulator_server, django_user_model, settings, monkeypatch
+):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    django_user_model.objects.create(username="someone")
+    for name, value in worker_env(autumn_emulator_server, settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTUMN_SECRET_KEY", "not a key")  # each process stops at the settings check
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"--shard 1/2 ended with code 1 and no summary; its last lines"):
+        call_command("autumn_sync", "--processes", "2", stdout=out, stderr=io.StringIO())
+    assert "autumn_sync push in" in out.getvalue()  # what the others did is still shown
+
+
+def test_what_the_processes_log_on_stdout_does_not_hide_their_summaries(
+    autumn_emulator_server, django_user_model, settings, monkeypatch
+):
+    """A site that logs to stdout (containers), and a Redis that is down:
+    each process logs its warning there, and the push still adds up."""
+    from django.core.management import call_command
+
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        django_user_model.objects.bulk_create(
+            [django_user_model(username=f"log{n}", email=f"log{n}@example.com") for n in range(20)]
+        )
+    for name, value in worker_env(autumn_emulator_server, settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTUMN_TEST_LOG_TO_STDOUT", "1")
+    monkeypatch.setenv("AUTUMN_RATE_LIMIT_STORE", "redis://127.0.0.1:1/0")  # nothing listens there
+    out, err = io.StringIO(), io.StringIO()
+    call_command("autumn_sync", "--processes", "2", "--json", stdout=out, stderr=err)
+    assert json.loads(out.getvalue())["created"] == 20
+    assert err.getvalue().count("cannot be reached") == 2  # passed on, one per process
+
+
+def start_slow_push(server, settings):
+    """``python manage.py autumn_sync --processes 2`` against an emulator
+    that takes 0.3 s an answer; returns the parent once both processes are
+    calling Autumn."""
+    server.emulator.latency_ms = 300
+    parent = subprocess.Popen(
+        [sys.executable, "manage.py", "autumn_sync", "--processes", "2", "--concurrency", "2"],
+        cwd=ROOT,
+        env=worker_env(server, settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: len(server.emulator.requests()) >= 2, what="both processes calling Autumn")
+    return parent
+
+
+def children_of(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"  # a zombie is gone too
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_command_stops_its_processes(autumn_emulator_server, django_user_model, settings, stop):
+    """SIGTERM (a deploy, a container stopped) stops them at once; SIGKILL
+    leaves them without a parent, and each stops as at Ctrl-C."""
+    import signal
+
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        django_user_model.objects.bulk_create(
+            [django_user_model(username=f"stop{n}", email=f"stop{n}@example.com") for n in range(200)]
+        )
+    parent = start_slow_push(autumn_emulator_server, settings)
+    children = children_of(parent.pid)
+    assert len(children) == 2
+    parent.send_signal(getattr(signal, stop))
+    _, err = parent.communicate(timeout=60)
+    if stop == "SIGTERM":
+        assert parent.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in err
+    wait_for(lambda: all(gone(child) for child in children), timeout=60, what="the processes to stop")
+    made = len(autumn_emulator_server.emulator.customers())
+    time.sleep(1.0)
+    assert len(autumn_emulator_server.emulator.customers()) == made < 200  # nobody calls any more
+    assert not Customer.objects.exclude(state__in=["synced", "pending"]).exists()  # true states
+
+
+def test_autumn_sync_on_postgresql_takes_a_process_per_cpu_by_itself(
+    autumn_emulator_server, django_user_model, settings, monkeypatch
+):
+    from django.core.management import call_command
+
+    from autumn_django import bulk
+    from autumn_django.management.commands.autumn_sync import Command as AutumnSync
+    from autumn_django.signals import disable_sync
+
+    with disable_sync():
+        django_user_model.objects.bulk_create(
+            [django_user_model(username=f"auto{n}", email=f"auto{n}@example.com") for n in range(30)]
+        )
+    for name, value in worker_env(autumn_emulator_server, settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(bulk, "OBJECTS_PER_PROCESS", 10)  # 30 objects: three processes' worth
+    monkeypatch.setattr(bulk, "available_cpus", lambda: 2)
+    out = io.StringIO()
+    argv = [str(ROOT / "manage.py"), "autumn_sync", "--json"]
+    monkeypatch.setattr("sys.argv", argv)
+    AutumnSync(stdout=out, stderr=io.StringIO()).run_from_argv(argv)  # as `python manage.py` runs it
+    summary = json.loads(out.getvalue())
+    assert (summary["processes"], summary["created"]) == (2, 30)
+    out.seek(0), out.truncate()
+    call_command("autumn_sync", "--json", stdout=out, stderr=io.StringIO())
+    summary = json.loads(out.getvalue())
+    # call_command keeps to its process: the caller's settings may not be the module's.
+    assert (summary["processes"], summary["unchanged"]) == (1, 30)

@@ -10,14 +10,24 @@ outbox. It reuses the sync engine's rules (:mod:`autumn_django.sync`) through
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -133,6 +143,23 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--processes",
+            type=_processes,
+            default="auto",
+            metavar="N",
+            help=(
+                "push in N processes, each taking its share of the objects and of the rate budget "
+                "(default auto: one per CPU, at most 8, one per 2,000 objects)"
+            ),
+        )
+        parser.add_argument(
+            "--shard",
+            type=_shard,
+            metavar="K/N",
+            help="only the K-th of every N batches of objects: one of N runs of one push (several machines)",
+        )
+        parser.add_argument("--part-of", type=int, default=1, help=argparse.SUPPRESS)
+        parser.add_argument(
             "--batch-size",
             type=int,
             default=500,
@@ -157,6 +184,16 @@ class Command(BaseCommand):
             raise CommandError("--enqueue goes with a push or --retry, without --dry-run.")
         if options["repair"] and not options["check"]:
             raise CommandError("--repair goes with --check: it repairs what the check finds.")
+        pushing = not (
+            options["retry"] or options["check"] or options["pull"] or options["prune"] or options["enqueue"]
+        )
+        if (options["shard"] or options["processes"] not in ("auto", 1)) and not pushing:
+            raise CommandError(
+                "--processes and --shard go with a push, not with --retry, --check, --pull, --prune "
+                "or --enqueue."
+            )
+        if options["shard"] and options["limit"] is not None:
+            raise CommandError("--shard goes without --limit: a limit cannot be shared between runs.")
         conf.load()  # a broken AUTUMN setting stops here, with its message
         self.options = options
         self.progress_stream = self.stderr if options["json"] else self.stdout
@@ -247,27 +284,46 @@ class Command(BaseCommand):
     def push(self) -> None:
         options = self.options
         retry = options["retry"]
+        shard = options["shard"] or (1, 1)
         selections = [] if retry else self.selections()
         total = Customer.objects.outbox().count() if retry else sum(objects.count() for objects in selections)
-        if not retry and not self.selected:
+        processes = self.process_count(total)
+        if processes > 1:
+            return self.push_in_processes(processes, total)
+        # Rows left deleting (their objects gone) are one run's work: the first shard's.
+        include_deleting = not self.selected and shard[0] == 1
+        if not retry and include_deleting:
             total += Customer.objects.orphans().count()
-        progress = Progress(self.progress_stream, total)
+        advance: Callable[[int, int], None]
+        if options["part_of"] > 1:  # one of several processes: progress for the parent to add up
+            advance = self.report_progress
+            self.stop_with_parent()
+        else:
+            progress = Progress(self.progress_stream, math.ceil(total / shard[1]))
+            advance = progress.advance
         runner = bulk.BulkSync(
-            bulk_client(options["concurrency"]),
+            bulk_client(options["concurrency"], share=options["part_of"]),
             concurrency=options["concurrency"],
             batch_size=options["batch_size"],
             dry_run=options["dry_run"],
             report=self.report if options["verbosity"] >= 2 else None,
-            advance=progress.advance,
+            advance=advance,
+            shard=shard,
         )
         try:
-            summary = runner.retry() if retry else runner.push(selections, include_deleting=not self.selected)
+            summary = runner.retry() if retry else runner.push(selections, include_deleting=include_deleting)
         except KeyboardInterrupt:
             summary = runner.finish()
             summary.interrupted = True
-        progress.finish()
-        self.print_summary(summary, "retry" if retry else "push")
-        if retry and not options["json"] and not summary.interrupted:
+        if options["part_of"] <= 1:
+            progress.finish()
+        self.conclude(summary, "retry" if retry else "push")
+
+    def conclude(self, summary: bulk.Summary, mode: str) -> None:
+        """Print a push's summary and exit as it went."""
+        options = self.options
+        self.print_summary(summary, mode)
+        if mode == "retry" and not options["json"] and not summary.interrupted:
             self.retry_hint()
         if summary.interrupted:
             raise CommandError(
@@ -277,6 +333,166 @@ class Command(BaseCommand):
             )
         if summary.failed and options["fail_on_error"]:
             raise CommandError(f"{summary.failed} failed; see above. Their rows hold the errors.")
+
+    # --- one push, several processes ------------------------------------------------------------
+
+    def process_count(self, total: int) -> int:
+        """How many processes this push runs in (``--processes``): ``auto``
+        starts more only for a whole push of many objects, run from the
+        command line (``call_command`` keeps its caller's settings, which
+        another process would not see), on a database that takes several
+        writers at once (not SQLite)."""
+        options, asked = self.options, self.options["processes"]
+        alone = (
+            options["retry"]
+            or options["dry_run"]
+            or options["shard"]
+            or options["part_of"] > 1
+            or options["users"]
+            or options["ids"]
+            or options["limit"] is not None
+        )
+        if asked == "auto":
+            # SQLite takes one writer at a time: processes would wait on its lock.
+            if alone or connection.vendor == "sqlite" or not self.from_command_line:
+                return 1
+            return bulk.processes_for(total) if _settings_module() else 1
+        if asked > 1 and alone:
+            raise CommandError(
+                "--processes goes with a push of whole sources: not with --retry, --dry-run, --shard, "
+                "--users, --ids or --limit."
+            )
+        if asked > 1 and not _settings_module():
+            raise CommandError(
+                "--processes needs DJANGO_SETTINGS_MODULE: its processes read the settings from it."
+            )
+        return int(asked)
+
+    @property
+    def from_command_line(self) -> bool:
+        """Run from ``manage.py`` (Django's ``run_from_argv``), not ``call_command``."""
+        return bool(getattr(self, "_called_from_command_line", False))
+
+    def restart_command(self) -> list[str]:
+        """How to start this command again: as it was started (``manage.py``,
+        with whatever the site's script sets up first), else through
+        ``python -m django``."""
+        script = sys.argv[0] if sys.argv else ""
+        # A package's __main__.py (python -m django) runs again as a module, never as a file.
+        is_script = script.endswith(".py") and not script.endswith("__main__.py")
+        if self.from_command_line and is_script and os.path.isfile(script):
+            return [sys.executable, os.path.abspath(script), "autumn_sync"]
+        return [sys.executable, "-m", "django", "autumn_sync"]
+
+    def push_in_processes(self, count: int, total: int) -> None:
+        """Run the push as ``count`` processes of this command, each with
+        ``--shard K/N`` (and its share of the budget), following their
+        progress and adding up their summaries. A process whose parent is
+        gone (killed) stops as at Ctrl-C; SIGTERM stops them all at once."""
+        options = self.options
+        total += Customer.objects.orphans().count() if not self.selected else 0
+        progress = Progress(self.progress_stream, total)
+        command = [*self.restart_command(), "--json", "--no-fail-on-error", "--processes", "1"]
+        command += ["--part-of", str(count), "--batch-size", str(options["batch_size"])]
+        command += ["--concurrency", str(math.ceil(options["concurrency"] / count))]
+        command += ["--verbosity", str(options["verbosity"])]
+        for label in options["model"] or ():
+            command += ["--model", label]
+        if options["since"]:
+            command += ["--since", options["since"]]
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": str(_settings_module()),
+            # What this process imports from, so the settings module is found wherever it was run.
+            "PYTHONPATH": os.pathsep.join(path or os.getcwd() for path in sys.path),
+        }
+        started = time.monotonic()
+        children = [
+            subprocess.Popen(
+                [*command, "--shard", f"{number}/{count}"],
+                stdin=subprocess.PIPE,  # closed when this process ends, however it ends
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for number in range(1, count + 1)
+        ]
+        lock, failed = threading.Lock(), [0] * count
+        summaries: list[dict[str, Any] | None] = [None] * count
+        last_lines: list[list[str]] = [[] for _ in children]
+
+        def follow(index: int, stream: Any) -> None:
+            for line in stream:
+                with lock:
+                    if line.startswith(PROGRESS):
+                        done, failed[index] = json.loads(line[len(PROGRESS) :])
+                        progress.advance(done, sum(failed))
+                    elif line.startswith(SUMMARY):
+                        summaries[index] = json.loads(line[len(SUMMARY) :])
+                    else:  # what the process said (-v 2, a warning, a traceback)
+                        self.progress_stream.write(line.rstrip("\n"))
+                        last_lines[index] = [*last_lines[index][-9:], line]
+
+        readers = [
+            threading.Thread(target=follow, args=(index, stream), daemon=True)
+            for index, child in enumerate(children)
+            for stream in (child.stdout, child.stderr)
+        ]
+        for reader in readers:
+            reader.start()
+        summary = bulk.Summary(started=started, processes=count)
+        with _stopping_on_sigterm(children):
+            try:
+                for child in children:
+                    child.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C on a terminal reaches the processes too; a SIGINT sent
+                # to this one alone is passed on to those still running.
+                deadline = time.monotonic() + 5
+                for child in children:
+                    try:
+                        child.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        child.send_signal(signal.SIGINT)
+                for child in children:
+                    child.wait()
+        for reader in readers:
+            reader.join()
+        progress.finish()
+        lost = []
+        for index, child in enumerate(children):
+            part = summaries[index]
+            if part is None:
+                lost.append(
+                    f"autumn_sync --shard {index + 1}/{count} ended with code {child.returncode} and "
+                    "no summary; its last lines:\n" + "".join(last_lines[index])
+                )
+            else:
+                summary.add(part)
+        summary.duration = time.monotonic() - started
+        if lost:
+            self.print_summary(summary, "push")
+            raise CommandError(
+                "\n".join(lost) + "\nThe other processes' work is counted above; every row is in a "
+                "true state: run autumn_sync again to finish."
+            )
+        self.conclude(summary, "push")
+
+    def report_progress(self, done: int, failed: int) -> None:
+        """As one of several processes: progress as a line the parent reads."""
+        self.stderr.write(PROGRESS + json.dumps([done, failed]))
+        self.stderr.flush()
+
+    def stop_with_parent(self) -> None:
+        """As one of several processes: stop as at Ctrl-C (the rows true,
+        the summary printed) when the parent is gone, killed or not."""
+
+        def watch() -> None:
+            sys.stdin.read()  # the parent's end of the pipe closes when it ends
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=watch, daemon=True).start()
 
     def enqueue(self) -> None:
         size = self.options["batch_size"]
@@ -380,6 +596,9 @@ class Command(BaseCommand):
 
     def print_summary(self, summary: bulk.Summary, mode: str) -> None:
         data = summary.as_dict()
+        if self.options["part_of"] > 1:  # for the parent, apart from anything else said on stdout
+            self.stdout.write(SUMMARY + json.dumps({**data, **_extra(summary)}))
+            return
         if self.options["json"]:
             self.stdout.write(json.dumps({"mode": mode, **data, **_extra(summary)}, indent=2))
             return
@@ -447,6 +666,67 @@ class Command(BaseCommand):
             )
 
 
+#: How a process of a push in several tells the parent its progress (on
+#: stderr) and its summary (on stdout), apart from anything else it says.
+PROGRESS = "autumn_sync progress: "
+SUMMARY = "autumn_sync summary: "
+
+
+@contextlib.contextmanager
+def _stopping_on_sigterm(children: list[subprocess.Popen[str]]) -> Iterator[None]:
+    """While the processes of a push run: SIGTERM (a deploy, a container
+    stopped, ``timeout``) stops them too, at once; the rows they leave are
+    true, as when a single process is killed."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        raise CommandError(
+            "Stopped by SIGTERM, with its processes. Every row is in a true state; run autumn_sync "
+            "again to finish.",
+            returncode=128 + signal.SIGTERM,
+        )
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _settings_module() -> str | None:
+    """The settings the processes of a push read (as Django's own commands
+    find them); None when this process was configured in code."""
+    return os.environ.get("DJANGO_SETTINGS_MODULE") or None
+
+
+def _processes(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes (1 or more) nor 'auto'")
+    return count
+
+
+def _shard(value: str) -> tuple[int, int]:
+    number, _, count = value.partition("/")
+    try:
+        shard = (int(number), int(count))
+    except ValueError:
+        shard = (0, 0)
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"{value!r} is not K/N with 1 <= K <= N, e.g. 1/4")
+    return shard
+
+
 #: Rows a hint names by their objects before it says "a full push" instead.
 HINT_ROWS = 10
 
@@ -491,5 +771,4 @@ def _advice(drift: reconcile.Drift) -> str:
 
 
 def _extra(summary: bulk.Summary) -> dict[str, int]:
-    names = ("would_create", "would_update", "would_delete", "refreshed", "linked")
-    return {name: summary.counts[name] for name in names if summary.counts[name]}
+    return {name: summary.counts[name] for name in bulk.EXTRA_WORDS if summary.counts[name]}
