@@ -267,9 +267,6 @@ def serve_emulator(argv: list[str]) -> None:
 
     cli.build_emulator = counting
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    # Stopped with SIGINT, which a shell ignores in the jobs it starts in the
-    # background (and so in this process, its grandchild).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     cli.serve(options)
 
 

@@ -240,8 +240,9 @@ def test_a_flaky_autumn_converges_to_the_exact_desired_state(autumn_emulator, st
     users = existing_users(60)
     autumn_emulator.fail_rate, autumn_emulator.fail_status = 0.2, statuses
     for _ in range(10):
-        output = run("--no-fail-on-error", "--batch-size", "16")
-        if "failed 0" in output:
+        # The summary's count, not a progress line's (one comes every 5 s, and
+        # a run waiting out Retry-After may print "failed 0" before a failure).
+        if json.loads(run("--no-fail-on-error", "--batch-size", "16", "--json"))["failed"] == 0:
             break
     autumn_emulator.fail_rate = 0
     remote = {c["id"]: c for c in autumn_emulator.customers()}

@@ -4,7 +4,9 @@ and ``manage.py autumn_emulator``."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Any
 
 from .. import contract
@@ -122,6 +124,11 @@ def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
     if getattr(options, "webhook_url", None):
         out.write(f"Webhooks to {options.webhook_url}, signed with {options.webhook_secret}\n")
     out.flush()
+    if threading.current_thread() is threading.main_thread():
+        # SIGINT stops it even where a shell ignores it (a job started in
+        # the background), and SIGTERM saves the data file too.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

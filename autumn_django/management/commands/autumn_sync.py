@@ -492,6 +492,10 @@ class Command(BaseCommand):
             sys.stdin.read()  # the parent's end of the pipe closes when it ends
             os.kill(os.getpid(), signal.SIGINT)
 
+        # Stopped with SIGINT by its parent, or by itself, even where SIGINT
+        # is ignored (a shell's background job, and every process it starts).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Thread(target=watch, daemon=True).start()
 
     def enqueue(self) -> None:
