@@ -204,7 +204,7 @@ class SharedPacer:
         self._redis_errors = (redis.RedisError, OSError)
         self._fallback = fallback or LocalPacer(limits, may_sleep=may_sleep)
         self._may_sleep = may_sleep
-        self._buckets: dict[str, tuple[Any, list[Any]]] = {}
+        self._buckets: dict[str, tuple[Any, list[Any], threading.Lock]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._warned_at = -math.inf
@@ -247,18 +247,26 @@ class SharedPacer:
         to one just back from a call (measured: three of four workers starved
         for a minute). A small random delay on top spreads the processes
         woken for one slot."""
-        store, rates = self._bucket(route, rate)
-        waited = False
-        while True:
-            decision = store.check(self._gcra, rates, time.time_ns() // 1_000_000, 1)
-            if decision.allowed:
-                return waited
-            due = (decision.retry_after_ms or 1) / 1000 + random.uniform(0, 0.001)
-            left = None if allowed is None else allowed - (time.monotonic() - started)
-            if left is not None and due > left:
-                raise _refuse(route, time.monotonic() - started + due, why)
-            time.sleep(due)
-            waited = True
+        store, rates, line = self._bucket(route, rate)
+        # The threads of one process wait in line here, so that one of them,
+        # not each, asks Redis when a slot falls due.
+        patience = -1.0 if allowed is None else max(0.0, allowed - (time.monotonic() - started))
+        if not line.acquire(timeout=patience):
+            raise _refuse(route, time.monotonic() - started, why)
+        try:
+            waited = False
+            while True:
+                decision = store.check(self._gcra, rates, time.time_ns() // 1_000_000, 1)
+                if decision.allowed:
+                    return waited
+                due = (decision.retry_after_ms or 1) / 1000 + random.uniform(0, 0.001)
+                left = None if allowed is None else allowed - (time.monotonic() - started)
+                if left is not None and due > left:
+                    raise _refuse(route, time.monotonic() - started + due, why)
+                time.sleep(due)
+                waited = True
+        finally:
+            line.release()
 
     def _paused_for(self, route: str) -> float:
         left = self._redis.pttl(self.key(route, "pause"))
@@ -272,8 +280,9 @@ class SharedPacer:
             raise _refuse(route, wait, "Autumn answered 429 and asked every process to wait")
         time.sleep(wait)
 
-    def _bucket(self, route: str, rate: float) -> tuple[Any, list[Any]]:
-        """pyrate-limiter's GCRA state for ``route`` in Redis, and its rate."""
+    def _bucket(self, route: str, rate: float) -> tuple[Any, list[Any], threading.Lock]:
+        """pyrate-limiter's GCRA state for ``route`` in Redis, its rate, and
+        the line this process's threads wait in for it."""
         bucket = self._buckets.get(route)
         if bucket is None:
             with self._lock:
@@ -282,7 +291,8 @@ class SharedPacer:
                     # Integer rates: calls per 100 s, so 22.5 a second is exact.
                     most = burst(rate, self._ceilings.get(route))
                     limit = Rate(max(1, round(rate * 100)), 100_000, burst=most)
-                    bucket = self._buckets[route] = (RedisStateStore(self._redis, self.key(route)), [limit])
+                    store = RedisStateStore(self._redis, self.key(route))
+                    bucket = self._buckets[route] = (store, [limit], threading.Lock())
         return bucket
 
     def pause(self, route: str, seconds: float) -> None:

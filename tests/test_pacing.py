@@ -294,3 +294,35 @@ def test_the_shared_budget_lets_its_burst_through_and_spaces_the_rest():
     pacer.wait("customers.update")
     third_at = time.monotonic() - started
     assert burst_took < 0.03 and third_at >= 1 / 22.5 - 0.002, (burst_took, third_at)
+
+
+def test_the_threads_of_one_process_wait_in_line_so_one_asks_redis_per_slot(monkeypatch):
+    """Eight threads waiting on one route: one of them asks Redis when the
+    next slot falls due, not all eight (each asking costs a round trip)."""
+    redis_or_skip()
+    import threading
+
+    from pyrate_limiter import RedisStateStore
+
+    asked, real_check = Counter(), RedisStateStore.check
+
+    def counting(self, *args):
+        asked["checks"] += 1
+        return real_check(self, *args)
+
+    monkeypatch.setattr(RedisStateStore, "check", counting)
+    pacer = SharedPacer(REDIS_URL, {"customers.update": 20}, scope=uuid.uuid4().hex, may_sleep=lambda: True)
+    stop, granted = time.monotonic() + 1.5, Counter()
+
+    def work():
+        while time.monotonic() < stop:
+            pacer.wait("customers.update", max_wait=5)
+            granted["slots"] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted["slots"] >= 20  # the budget is used
+    assert asked["checks"] <= 3 * granted["slots"], (asked, granted)  # eight threads alone: about 8x
