@@ -338,6 +338,7 @@ def test_stopping_the_command_stops_its_processes(autumn_emulator_server, django
     if stop == "SIGTERM":
         assert parent.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in err
     wait_for(lambda: all(gone(child) for child in children), timeout=60, what="the processes to stop")
+    time.sleep(0.6)  # requests sent before the stop are still answered (0.3 s each)
     made = len(autumn_emulator_server.emulator.customers())
     time.sleep(1.0)
     assert len(autumn_emulator_server.emulator.customers()) == made < 200  # nobody calls any more
