@@ -23,8 +23,9 @@ and without it ("alone": each process paces itself), side by side.
    during the run), and how each grows from the first size to the last.
 4. ``autumn_sync`` of ``--initial-users`` new users (default 20,000) at
    ``--initial-latency-ms`` (default 150) with the limits on: the default
-   (adaptive concurrency, ceiling 256) against ``--concurrency 32``; users/s,
-   the ratio, and the command's CPU per user.
+   (adaptive concurrency, ceiling 256, ``--processes auto``) against the
+   command as it was, ``--concurrency 32 --processes 1``; users/s, the
+   ratio, the CPU per user of the command and its processes, and their RSS.
 
 The emulator counts its answers per route and status in each one-second
 window (as Autumn's limits count), so any 429 is placed in time, and a run
@@ -589,6 +590,8 @@ class Bench:
             "cpu_s": usage["cpu_s"],
             "cpu_ms_per_user": round(usage["cpu_s"] * 1000 / users, 2),
             "peak_rss_mb": usage["peak_rss_mb"],
+            # Its processes (--processes), each its own interpreter.
+            "process_rss_mb": usage["peak_child_rss_mb"] or None,
             "emulator_cpu_s": round(emulator_cpu, 2),
             "emulator_peak_rss_mb": emulator_usage["peak_rss_mb"],
         }
@@ -689,6 +692,7 @@ INITIAL_COLUMNS = [
     ("cpu_s", "client CPU s"),
     ("cpu_ms_per_user", "CPU ms/user"),
     ("peak_rss_mb", "client RSS"),
+    ("process_rss_mb", "its processes' RSS"),
     ("emulator_cpu_s", "emulator CPU s"),
 ]
 
