@@ -273,8 +273,9 @@ class BulkSync:
         if not 1 <= number <= count:
             raise ValueError(f"shard {number} of {count} does not exist: the first is 1 of {count}.")
         self.client = client
-        #: ``(K, N)``: this run takes the K-th of every N chunks of each
-        #: source (``autumn_sync --shard K/N``); ``(1, 1)``: all of them.
+        #: ``(K, N)``: this run takes the objects of each source whose key
+        #: falls in shard K of N (:func:`shard_of`; ``autumn_sync --shard
+        #: K/N``); ``(1, 1)``: all of them.
         self.shard = shard
         self.concurrency = concurrency
         #: Requests in flight, adapted between 1 and ``concurrency``.

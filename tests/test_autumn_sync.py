@@ -108,14 +108,21 @@ def test_users_who_stop_qualifying_are_deleted_by_push(autumn_emulator, autumn_s
     assert "deleted 1" in output
 
 
-def test_rows_left_deleting_are_finished_by_push(autumn_emulator, commit):
+def left_deleting(emulator, commit):
+    """Two users pushed, then one deleted while Autumn refused the delete:
+    its row is left ``deleting``. Returns the deleted user's customer id."""
     users = existing_users(2)
     run()
-    autumn_emulator.fail_next(50, "customers.delete", status=503)
+    emulator.fail_next(50, "customers.delete", status=503)
     gone = str(users[0].pk)
     with commit():
         users[0].delete()
     assert Customer.objects.get(object_id__isnull=True).state == "deleting"
+    return gone
+
+
+def test_rows_left_deleting_are_finished_by_push(autumn_emulator, commit):
+    gone = left_deleting(autumn_emulator, commit)
     assert [e.status for e in autumn_emulator.requests("customers.delete")] == [503] * 4  # tried, failed
     autumn_emulator.reset()
     autumn_emulator.add_customer(id=gone)
@@ -581,14 +588,7 @@ def test_a_shard_of_a_union_reads_its_objects_by_key(autumn_emulator):
 
 
 def test_only_the_first_shard_deletes_the_customers_of_rows_left_deleting(autumn_emulator, commit):
-    users = existing_users(2)
-    run()
-    autumn_emulator.fail_next(50, "customers.delete", status=503)
-    gone = str(users[0].pk)
-    with commit():
-        users[0].delete()
-    assert Customer.objects.get(object_id__isnull=True).state == "deleting"
-    autumn_emulator.fail_rate = 0
+    gone = left_deleting(autumn_emulator, commit)
     autumn_emulator.reset()
     autumn_emulator.add_customer(id=gone)
     run("--shard", "2/2")

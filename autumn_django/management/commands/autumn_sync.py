@@ -149,14 +149,14 @@ class Command(BaseCommand):
             metavar="N",
             help=(
                 "push in N processes, each taking its share of the objects and of the rate budget "
-                "(default auto: one per CPU, at most 8, one per 2,000 objects)"
+                "(default auto: one per CPU, at most 8, one per 2,000 objects; one on SQLite)"
             ),
         )
         parser.add_argument(
             "--shard",
             type=_shard,
             metavar="K/N",
-            help="only the K-th of every N batches of objects: one of N runs of one push (several machines)",
+            help="only the objects whose key hashes to K of N: one of N runs of one push (several machines)",
         )
         parser.add_argument("--part-of", type=int, default=1, help=argparse.SUPPRESS)
         parser.add_argument(
