@@ -24,6 +24,10 @@ transaction's locks no longer; past it, and past ``max_wait`` anywhere, it
 raises :class:`~autumn_django.exceptions.NoCallSlot` without sending,
 which the sync engine records as a retryable failure.
 
+``get_or_create`` and ``get`` count against one cap of the organisation
+at Autumn (240,000 a minute together), so they share one budget here too
+(:func:`budget_of`), each call spaced by its own route's rate.
+
 Contract note: Autumn's published limits are per organisation; the budget
 is scoped by a hash of the secret key unless ``RATE_LIMIT_SCOPE`` names the
 organisation (to share one budget between keys of one organisation).
@@ -42,7 +46,7 @@ from typing import Any, Protocol
 
 from django.db import connections
 
-from . import conf
+from . import conf, contract
 from .exceptions import NoCallSlot
 
 try:  # the "shared-pacing" extra: pip install 'autumn-django[shared-pacing]'
@@ -94,11 +98,24 @@ def _refuse(route: str, wait: float, why: str) -> NoCallSlot:
     )
 
 
+#: The name of the budget ``get_or_create`` and ``get`` share.
+ORG_CAP_BUDGET = "org-cap"
+
+
+def budget_of(route: str) -> str:
+    """What a call to ``route`` counts against at Autumn: the route's own
+    limit, or for ``get_or_create`` and ``get`` the one cap of the
+    organisation they share (240,000 a minute for both together)."""
+    return ORG_CAP_BUDGET if route in contract.ORG_CAPPED_ROUTES else route
+
+
 class LocalPacer:
     """Paces calls per route to at most ``limits[route]`` a second, spread
     evenly, across all threads of one process; a route not in ``limits`` is
     not paced. Spreading (rather than bursting up to the limit) keeps every
-    one of Autumn's fixed one-second windows under the limit."""
+    one of Autumn's fixed one-second windows under the limit. Routes that
+    share a limit at Autumn (:func:`budget_of`) share their spacing and
+    their pauses: each call takes ``1 / rate`` of its own route's rate."""
 
     def __init__(
         self,
@@ -118,32 +135,34 @@ class LocalPacer:
         """Wait for ``route``'s next slot; returns the slot's time on the clock.
         A pause that comes while waiting is waited out too."""
         rate = self.limits.get(route)
-        budget = max_wait
+        key = budget_of(route)
+        patience = max_wait
         while True:
             with self._lock:
                 now = self._clock()
-                slot = max(now, self._paused.get(route, now))
+                slot = max(now, self._paused.get(key, now))
                 if rate:
-                    slot = max(slot, self._next.get(route, now))
+                    slot = max(slot, self._next.get(key, now))
                 wait = slot - now
                 if wait > 0:
-                    allowed, why = _allowed_wait(budget, self._may_sleep)
+                    allowed, why = _allowed_wait(patience, self._may_sleep)
                     if allowed is not None and wait > allowed:
                         raise _refuse(route, wait, why)
                 if rate:
-                    self._next[route] = slot + 1 / rate
+                    self._next[key] = slot + 1 / rate
             if wait > 0:
                 self._sleep(wait)
-                if budget is not None:
-                    budget -= wait
+                if patience is not None:
+                    patience -= wait
             with self._lock:
-                if self._paused.get(route, -math.inf) <= self._clock():
+                if self._paused.get(key, -math.inf) <= self._clock():
                     return slot
 
     def pause(self, route: str, seconds: float) -> None:
+        key = budget_of(route)
         with self._lock:
             until = self._clock() + seconds
-            self._paused[route] = max(self._paused.get(route, 0.0), until)
+            self._paused[key] = max(self._paused.get(key, 0.0), until)
 
 
 #: A high limit (4,000 a second) needs a burst, as a slot is decided per
@@ -205,6 +224,7 @@ class SharedPacer:
         self._fallback = fallback or LocalPacer(limits, may_sleep=may_sleep)
         self._may_sleep = may_sleep
         self._buckets: dict[str, tuple[Any, list[Any], threading.Lock]] = {}
+        self._lines: dict[str, threading.Lock] = {}  # one per budget
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._warned_at = -math.inf
@@ -212,7 +232,8 @@ class SharedPacer:
         self._gcra = GCRA()
 
     def key(self, route: str, kind: str = "slots") -> str:
-        return f"autumn:pacing:{self.scope}:{kind}:{route}"
+        """The Redis key of ``route``'s budget (:func:`budget_of`)."""
+        return f"autumn:pacing:{self.scope}:{kind}:{budget_of(route)}"
 
     def wait(self, route: str, *, max_wait: float | None = None) -> None:
         if time.monotonic() < self._down_until:
@@ -292,7 +313,8 @@ class SharedPacer:
                     most = burst(rate, self._ceilings.get(route))
                     limit = Rate(max(1, round(rate * 100)), 100_000, burst=most)
                     store = RedisStateStore(self._redis, self.key(route))
-                    bucket = self._buckets[route] = (store, [limit], threading.Lock())
+                    line = self._lines.setdefault(budget_of(route), threading.Lock())
+                    bucket = self._buckets[route] = (store, [limit], line)
         return bucket
 
     def pause(self, route: str, seconds: float) -> None:

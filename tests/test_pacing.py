@@ -326,3 +326,26 @@ def test_the_threads_of_one_process_wait_in_line_so_one_asks_redis_per_slot(monk
         thread.join()
     assert granted["slots"] >= 20  # the budget is used
     assert asked["checks"] <= 3 * granted["slots"], (asked, granted)  # eight threads alone: about 8x
+
+
+def test_get_or_create_and_get_share_one_budget_as_they_share_one_cap_at_autumn():
+    """240,000 a minute for both together: a get takes a slot of the same
+    spacing as get_or_create, and a 429 on one pauses the other."""
+    fake = FakeTime()
+    limits = {"customers.get_or_create": 10, "customers.get": 10, "customers.update": 10}
+    pacer = LocalPacer(limits, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: True)
+    slots = [
+        pacer.wait(route) for route in ("customers.get_or_create", "customers.get", "customers.get_or_create")
+    ]
+    assert [round(slot - 100.0, 3) for slot in slots] == [0.0, 0.1, 0.2]
+    assert pacer.wait("customers.update") == fake.now  # a limit of its own: not behind them
+    pacer.pause("customers.get", 5)
+    paused_at = fake.now
+    pacer.wait("customers.get_or_create")
+    assert fake.now >= paused_at + 5
+
+
+def test_the_shared_budget_of_get_or_create_and_get_is_one_key_in_redis():
+    pacer = SharedPacer(REDIS_URL, conf.rate_limits("2.1"), scope="s")
+    assert pacer.key("customers.get") == pacer.key("customers.get_or_create") != pacer.key("customers.update")
+    assert pacer.key("customers.get", "pause") == pacer.key("customers.get_or_create", "pause")
