@@ -154,21 +154,31 @@ def shard_of(key: Any, count: int) -> int:
     return zlib.crc32(str(key).encode()) % count + 1
 
 
-#: A container's CPU quota (cgroup v2): "max 100000", or "200000 100000" for two CPUs.
-CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")
+#: Where cgroup v2 is mounted, and where this process's cgroup is named.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def available_cpus() -> int:
-    """The CPUs this process may use: its affinity, within its container's
-    CPU quota (cgroup v2), at least one."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPUs this process may use: its affinity, within the CPU quota
+    (cgroup v2 ``cpu.max``: a container's, a systemd ``CPUQuota=``) of its
+    cgroup and of every cgroup above it, at least one."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     try:
-        quota, period = CPU_QUOTA.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, int(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
+        lines = PROC_CGROUP.read_text().splitlines()
+        path = CGROUP_ROOT / next(line[3:] for line in lines if line.startswith("0::")).strip().lstrip("/")
+    except (OSError, StopIteration):
+        path = CGROUP_ROOT
+    for folder in (path, *path.parents):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                cpus = min(cpus, int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == CGROUP_ROOT:
+            break
+    return max(1, int(cpus))
 
 
 def processes_for(total: int) -> int:

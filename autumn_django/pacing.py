@@ -26,7 +26,7 @@ which the sync engine records as a retryable failure.
 
 ``get_or_create`` and ``get`` count against one cap of the organisation
 at Autumn (240,000 a minute together), so they share one budget here too
-(:func:`budget_of`), each call spaced by its own route's rate.
+(:func:`budget_of`) while their rates are the same, as by default.
 
 Contract note: Autumn's published limits are per organisation; the budget
 is scoped by a hash of the secret key unless ``RATE_LIMIT_SCOPE`` names the
@@ -102,11 +102,17 @@ def _refuse(route: str, wait: float, why: str) -> NoCallSlot:
 ORG_CAP_BUDGET = "org-cap"
 
 
-def budget_of(route: str) -> str:
+def budget_of(route: str, limits: Mapping[str, float | None]) -> str:
     """What a call to ``route`` counts against at Autumn: the route's own
     limit, or for ``get_or_create`` and ``get`` the one cap of the
-    organisation they share (240,000 a minute for both together)."""
-    return ORG_CAP_BUDGET if route in contract.ORG_CAPPED_ROUTES else route
+    organisation they share (240,000 a minute for both together), while
+    ``limits`` gives them one rate (as by default). A site that sets one of
+    them apart (``RATE_LIMITS``) paces each by its own rate: one budget
+    spaced by two rates would let the slower hold up the faster."""
+    capped = contract.ORG_CAPPED_ROUTES
+    if route in capped and len({limits.get(each) for each in capped}) == 1:
+        return ORG_CAP_BUDGET
+    return route
 
 
 class LocalPacer:
@@ -115,7 +121,7 @@ class LocalPacer:
     not paced. Spreading (rather than bursting up to the limit) keeps every
     one of Autumn's fixed one-second windows under the limit. Routes that
     share a limit at Autumn (:func:`budget_of`) share their spacing and
-    their pauses: each call takes ``1 / rate`` of its own route's rate."""
+    their pauses."""
 
     def __init__(
         self,
@@ -135,8 +141,8 @@ class LocalPacer:
         """Wait for ``route``'s next slot; returns the slot's time on the clock.
         A pause that comes while waiting is waited out too."""
         rate = self.limits.get(route)
-        key = budget_of(route)
-        patience = max_wait
+        key = budget_of(route, self.limits)
+        spent, limit = 0.0, None  # the wait allowed in all, read at the first wait
         while True:
             with self._lock:
                 now = self._clock()
@@ -145,21 +151,22 @@ class LocalPacer:
                     slot = max(slot, self._next.get(key, now))
                 wait = slot - now
                 if wait > 0:
-                    allowed, why = _allowed_wait(patience, self._may_sleep)
-                    if allowed is not None and wait > allowed:
-                        raise _refuse(route, wait, why)
+                    if limit is None:
+                        limit = _allowed_wait(max_wait, self._may_sleep)
+                    allowed, why = limit
+                    if allowed is not None and spent + wait > allowed:
+                        raise _refuse(route, spent + wait, why)
                 if rate:
                     self._next[key] = slot + 1 / rate
             if wait > 0:
                 self._sleep(wait)
-                if patience is not None:
-                    patience -= wait
+                spent += wait
             with self._lock:
                 if self._paused.get(key, -math.inf) <= self._clock():
                     return slot
 
     def pause(self, route: str, seconds: float) -> None:
-        key = budget_of(route)
+        key = budget_of(route, self.limits)
         with self._lock:
             until = self._clock() + seconds
             self._paused[key] = max(self._paused.get(key, 0.0), until)
@@ -233,7 +240,7 @@ class SharedPacer:
 
     def key(self, route: str, kind: str = "slots") -> str:
         """The Redis key of ``route``'s budget (:func:`budget_of`)."""
-        return f"autumn:pacing:{self.scope}:{kind}:{budget_of(route)}"
+        return f"autumn:pacing:{self.scope}:{kind}:{budget_of(route, self.limits)}"
 
     def wait(self, route: str, *, max_wait: float | None = None) -> None:
         if time.monotonic() < self._down_until:
@@ -313,7 +320,7 @@ class SharedPacer:
                     most = burst(rate, self._ceilings.get(route))
                     limit = Rate(max(1, round(rate * 100)), 100_000, burst=most)
                     store = RedisStateStore(self._redis, self.key(route))
-                    line = self._lines.setdefault(budget_of(route), threading.Lock())
+                    line = self._lines.setdefault(budget_of(route, self.limits), threading.Lock())
                     bucket = self._buckets[route] = (store, [limit], line)
         return bucket
 

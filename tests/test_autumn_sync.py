@@ -631,3 +631,43 @@ def test_auto_runs_in_one_process_on_sqlite_which_takes_one_writer_at_a_time(aut
     monkeypatch.setattr(bulk, "processes_for", lambda total: 4)  # as for a push of many
     monkeypatch.setattr("subprocess.Popen", None)
     assert json.loads(run("--json"))["processes"] == 1
+
+
+def test_a_push_in_processes_reads_them_to_the_end_when_its_own_output_is_closed(
+    autumn_emulator, monkeypatch
+):
+    """`autumn_sync | head`: writing fails, and the processes must still be
+    read, or one blocks on a full pipe and the command waits for ever."""
+    import signal
+    import sys
+
+    from autumn_django.management.commands import autumn_sync
+
+    talkative = (
+        "import sys, json\n"
+        "print('a line of its own', file=sys.stderr)\n"
+        "for n in range(5000): print('autumn_sync progress: [1, 0]', file=sys.stderr)\n"
+        "print('autumn_sync summary: ' + json.dumps({'created': 5000}))\n"
+    )
+    monkeypatch.setattr(
+        autumn_sync.Command, "restart_command", lambda self: [sys.executable, "-c", talkative, "--"]
+    )
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError("the reader went away")
+
+    existing_users(1)
+
+    def still_waiting(signum, frame):
+        raise TimeoutError("the command still waits on its processes")
+
+    previous = signal.signal(signal.SIGALRM, still_waiting)
+    signal.alarm(20)
+    try:
+        out = io.StringIO()
+        call_command("autumn_sync", "--processes", "2", "--json", stdout=out, stderr=Closed())
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert json.loads(out.getvalue())["created"] == 10_000  # both summaries read

@@ -20,11 +20,24 @@ def test_auto_starts_a_process_per_cpu_and_per_two_thousand_objects(monkeypatch,
     assert bulk.processes_for(total) == expected
 
 
-@pytest.mark.parametrize("quota, expected", [("max 100000", 16), ("200000 100000", 2), ("50000 100000", 1)])
-def test_the_cpus_available_are_those_of_the_containers_quota(monkeypatch, tmp_path, quota, expected):
+@pytest.mark.parametrize(
+    "quotas, expected",
+    [
+        ({}, 16),
+        ({"": "max 100000"}, 16),
+        ({"": "200000 100000"}, 2),  # a container's
+        ({"system.slice/cron.service": "150000 100000"}, 1),  # systemd CPUQuota=150%, nested
+        ({"system.slice": "300000 100000", "system.slice/cron.service": "max 100000"}, 3),  # above it
+    ],
+)
+def test_the_cpus_available_are_within_the_cgroups_quotas(monkeypatch, tmp_path, quotas, expected):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
-    (tmp_path / "cpu.max").write_text(quota + "\n")
-    monkeypatch.setattr(bulk, "CPU_QUOTA", tmp_path / "cpu.max")
+    (tmp_path / "cgroup").write_text("0::/system.slice/cron.service\n")
+    for folder, quota in quotas.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "cpu.max").write_text(quota + "\n")
+    monkeypatch.setattr(bulk, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(bulk, "PROC_CGROUP", tmp_path / "cgroup")
     assert bulk.available_cpus() == expected
 
 

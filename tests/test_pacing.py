@@ -349,3 +349,32 @@ def test_the_shared_budget_of_get_or_create_and_get_is_one_key_in_redis():
     pacer = SharedPacer(REDIS_URL, conf.rate_limits("2.1"), scope="s")
     assert pacer.key("customers.get") == pacer.key("customers.get_or_create") != pacer.key("customers.update")
     assert pacer.key("customers.get", "pause") == pacer.key("customers.get_or_create", "pause")
+
+
+def test_get_and_get_or_create_set_apart_by_the_site_are_paced_apart():
+    """One budget spaced by two rates would let the slower hold up the faster."""
+    fake = FakeTime()
+    limits = {"customers.get_or_create": 3600, "customers.get": 1}
+    pacer = LocalPacer(limits, clock=fake.clock, sleep=fake.sleep, may_sleep=lambda: True)
+    pacer.wait("customers.get")
+    pacer.wait("customers.get_or_create")
+    assert fake.slept == []
+    shared = SharedPacer(REDIS_URL, limits, scope="s")
+    assert shared.key("customers.get") != shared.key("customers.get_or_create")
+
+
+def test_inside_a_transaction_a_call_waits_a_quarter_second_in_all_not_each_time():
+    """A pause that comes while the call sleeps is not a fresh 0.25 s."""
+    fake = FakeTime()
+    pacer = LocalPacer({"customers.update": 4}, clock=fake.clock, may_sleep=lambda: False)
+
+    def sleep(seconds):
+        fake.sleep(seconds)
+        if len(fake.slept) == 1:
+            pacer.pause("customers.update", 0.24)  # another thread met a 429 meanwhile
+
+    pacer._sleep = sleep
+    pacer.wait("customers.update")
+    with pytest.raises(NoCallSlot):
+        pacer.wait("customers.update")
+    assert sum(fake.slept) <= pacing.IN_TRANSACTION_WAIT

@@ -124,10 +124,12 @@ def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
     if getattr(options, "webhook_url", None):
         out.write(f"Webhooks to {options.webhook_url}, signed with {options.webhook_secret}\n")
     out.flush()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         # SIGINT stops it even where a shell ignores it (a job started in
         # the background), and SIGTERM saves the data file too.
         for stop in (signal.SIGINT, signal.SIGTERM):
+            previous[stop] = signal.getsignal(stop)
             signal.signal(stop, signal.default_int_handler)
     try:
         server.serve_forever()
@@ -136,6 +138,8 @@ def serve(options: argparse.Namespace, out: Any = sys.stdout) -> None:
     finally:
         server.server_close()
         server.emulator.close()
+        for stop, handler in previous.items():
+            signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> None:

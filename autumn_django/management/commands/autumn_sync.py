@@ -423,16 +423,19 @@ class Command(BaseCommand):
         last_lines: list[list[str]] = [[] for _ in children]
 
         def follow(index: int, stream: Any) -> None:
-            for line in stream:
+            for line in stream:  # read to the end whatever happens, or the process blocks on a full pipe
                 with lock:
-                    if line.startswith(PROGRESS):
-                        done, failed[index] = json.loads(line[len(PROGRESS) :])
-                        progress.advance(done, sum(failed))
-                    elif line.startswith(SUMMARY):
-                        summaries[index] = json.loads(line[len(SUMMARY) :])
-                    else:  # what the process said (-v 2, a warning, a traceback)
-                        self.progress_stream.write(line.rstrip("\n"))
-                        last_lines[index] = [*last_lines[index][-9:], line]
+                    try:
+                        if line.startswith(PROGRESS):
+                            done, failed[index] = json.loads(line[len(PROGRESS) :])
+                            progress.advance(done, sum(failed))
+                        elif line.startswith(SUMMARY):
+                            summaries[index] = json.loads(line[len(SUMMARY) :])
+                        else:  # what the process said (-v 2, a warning, a traceback)
+                            last_lines[index] = [*last_lines[index][-9:], line]
+                            self.progress_stream.write(line.rstrip("\n"))
+                    except (OSError, ValueError):  # this end's output closed (| head), a garbled line
+                        pass
 
         readers = [
             threading.Thread(target=follow, args=(index, stream), daemon=True)
@@ -686,6 +689,9 @@ def _stopping_on_sigterm(children: list[subprocess.Popen[str]]) -> Iterator[None
         for child in children:
             if child.poll() is None:
                 child.terminate()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
         raise CommandError(
             "Stopped by SIGTERM, with its processes. Every row is in a true state; run autumn_sync "
             "again to finish.",
@@ -695,11 +701,13 @@ def _stopping_on_sigterm(children: list[subprocess.Popen[str]]) -> Iterator[None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: a handler installed from C (uWSGI), which Python cannot put back.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _settings_module() -> str | None:
