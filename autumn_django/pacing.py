@@ -278,11 +278,11 @@ class SharedPacer:
         store, rates, line = self._bucket(route, rate)
         # The threads of one process wait in line here, so that one of them,
         # not each, asks Redis when a slot falls due.
+        waited = not line.acquire(blocking=False)  # waiting in line is waiting too
         patience = -1.0 if allowed is None else max(0.0, allowed - (time.monotonic() - started))
-        if not line.acquire(timeout=patience):
+        if waited and not line.acquire(timeout=patience):
             raise _refuse(route, time.monotonic() - started, why)
         try:
-            waited = False
             while True:
                 decision = store.check(self._gcra, rates, time.time_ns() // 1_000_000, 1)
                 if decision.allowed:

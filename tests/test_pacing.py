@@ -378,3 +378,25 @@ def test_inside_a_transaction_a_call_waits_a_quarter_second_in_all_not_each_time
     with pytest.raises(NoCallSlot):
         pacer.wait("customers.update")
     assert sum(fake.slept) <= pacing.IN_TRANSACTION_WAIT
+
+
+def test_a_429_while_a_call_waits_in_line_is_waited_out_by_it():
+    """Waiting behind the process's other threads is waiting too: a pause
+    set meanwhile holds the call back like any other."""
+    redis_or_skip()
+    import threading
+
+    pacer = SharedPacer(REDIS_URL, {"customers.update": 20}, scope=uuid.uuid4().hex, may_sleep=lambda: True)
+    _, _, line = pacer._bucket("customers.update", 20)
+    line.acquire()  # another thread of the process is first in line
+    called_at = []
+    waiter = threading.Thread(
+        target=lambda: (pacer.wait("customers.update", max_wait=10), called_at.append(time.monotonic()))
+    )
+    waiter.start()
+    time.sleep(0.2)
+    pacer.pause("customers.update", 1.0)  # Autumn answered that thread 429, Retry-After 1
+    paused_at = time.monotonic()
+    line.release()
+    waiter.join(10)
+    assert called_at and called_at[0] >= paused_at + 0.9
